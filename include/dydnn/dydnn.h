@@ -1,0 +1,18 @@
+#pragma once
+/// \file
+/// Umbrella header: everything public in dydnn.
+
+#include <dydnn/errors.h>
+#include <dydnn/nn/config.h>
+#include <dydnn/nn/connectivity.h>
+#include <dydnn/nn/dynamic_batch_norm2d.h>
+#include <dydnn/nn/dynamic_conv2d.h>
+#include <dydnn/nn/dynamic_linear.h>
+#include <dydnn/nn/dynamic_net.h>
+#include <dydnn/nn/execution.h>
+#include <dydnn/nn/group_spec.h>
+#include <dydnn/nn/kernels.h>
+#include <dydnn/nn/spec.h>
+#include <dydnn/nn/static_layer.h>
+#include <dydnn/runtime/latency.h>
+#include <dydnn/version.h>

@@ -1,0 +1,131 @@
+#pragma once
+/// \file
+/// Internal: the block-structured weight shared by `DynamicConv2d` and `DynamicLinear`.
+
+#include <dydnn/nn/config.h>
+#include <dydnn/nn/connectivity.h>
+#include <dydnn/nn/execution.h>
+#include <dydnn/nn/group_spec.h>
+
+#include <torch/nn/module.h>
+
+#include <string>
+#include <vector>
+
+namespace dydnn {
+namespace nn {
+namespace detail {
+
+/// Geometry of a grouped layer: its input and output groups, whether a side is
+/// dense (a single group that is always fully present: the image at the stem, the
+/// logits at the head), and which blocks exist.
+struct GroupedLayout {
+  GroupSpec in_groups;   ///< one group when `dense_input`
+  GroupSpec out_groups;  ///< one group when `dense_output`
+  Connectivity connectivity;
+  bool dense_input = false;
+  bool dense_output = false;
+
+  /// Throws `ValueError` naming `who` when the groups and the mask disagree.
+  void validate(const std::string& who) const;
+  /// Whether output group `j` reads input group `i` (layout coordinates).
+  bool allowed(int64_t j, int64_t i) const;
+  /// Layout groups active at `config` (group 0 of a dense side is always active).
+  Config active_in(Config config) const { return dense_input ? Config(1) : config; }
+  Config active_out(Config config) const { return dense_output ? Config(1) : config; }
+  /// Output group `j`'s inputs at `config`.
+  Config inputs_of(int64_t j, Config config) const;
+};
+
+/// A contiguous range of channels, or none when the selected groups are not adjacent.
+struct ChannelRange {
+  int64_t start = 0;
+  int64_t length = 0;
+  bool contiguous = false;
+};
+
+/// The channel range that the groups of `config` occupy in `spec`.
+ChannelRange channel_range(const GroupSpec& spec, Config config);
+/// The channel indices of the groups of `config` in `spec`, in group order.
+std::vector<int64_t> channel_indices(const GroupSpec& spec, Config config);
+
+/// One dense storage tensor `[out_channels, in_channels, *kernel]` (zeros where the
+/// mask forbids a block) whose allowed blocks are registered as separate leaf
+/// parameters (views into the storage), so that
+/// - freezing a block is `requires_grad = false` and an optimiser sees only blocks;
+/// - inference at a config with contiguous active channels is a zero-copy view.
+class GroupedWeight {
+ public:
+  GroupedWeight() = default;
+  /// Creates the storage, registers `weight_<j>_<i>` (and `bias_<j>`, or
+  /// `bias_in<i>` for `bias_per_input_group`) on `owner`, initialised like
+  /// `torch::nn::Conv2d`/`Linear` (Kaiming-uniform over the fan-in of the full layer).
+  GroupedWeight(torch::nn::Module& owner, GroupedLayout layout, std::vector<int64_t> kernel, bool bias,
+                bool bias_per_input_group);
+
+  const GroupedLayout& layout() const { return layout_; }
+  /// The storage, resynchronised with the parameters first if they were moved.
+  const torch::Tensor& storage();
+  /// The weight and bias of the active sub-layer at `config` for autograd (built from
+  /// the block parameters with `torch::cat`).
+  std::pair<torch::Tensor, torch::Tensor> packed_for_training(Config config) const;
+  /// The weight and bias of the active sub-layer at `config` without autograd: a view
+  /// when the active channels are contiguous, else a gathered copy cached for the
+  /// last config.
+  std::pair<torch::Tensor, torch::Tensor> packed_for_inference(Config config);
+  /// The weight of output group `j` over exactly its inputs at `config`, and its
+  /// bias, without autograd (a view for contiguous inputs).
+  std::pair<torch::Tensor, torch::Tensor> group_for_inference(int64_t j, Config config);
+  /// Whether any block parameter currently requires a gradient.
+  bool requires_grad() const;
+  /// Rebuilds the storage from the block parameters' current values (after `.to()` or
+  /// after a parameter's data was replaced) and re-points them into it.
+  void relayout();
+  /// Drops cached copies (call after changing parameters through `.data`).
+  void invalidate() { cache_config_ = Config(); }
+
+ private:
+  void sync();
+  torch::Tensor bias_for(Config config);
+  uint64_t version_sum() const;
+
+  GroupedLayout layout_;
+  std::vector<int64_t> kernel_;
+  bool bias_per_input_group_ = false;
+  torch::Tensor storage_;               // [O, I, *kernel]
+  torch::Tensor bias_storage_;          // [O], or [G_in, O] per input group; undefined without bias
+  std::vector<torch::Tensor> blocks_;   // views into storage_
+  std::vector<std::pair<int64_t, int64_t>> block_ids_;  // (j, i) of each block
+  std::vector<torch::Tensor> biases_;   // views into bias_storage_
+  std::vector<const void*> expected_ptrs_;
+  Config cache_config_;
+  uint64_t cache_version_ = 0;
+  std::pair<torch::Tensor, torch::Tensor> cache_;
+};
+
+}  // namespace detail
+}  // namespace nn
+}  // namespace dydnn
+
+#include <functional>
+
+namespace dydnn {
+namespace nn {
+namespace detail {
+
+/// `(input, weight, bias) -> output` for one sub-layer.
+using GroupedOp = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>;
+
+/// Checks `input` for a layer named `who` at `config`: rank `rank` and the channel
+/// count of the active input groups; throws `ValueError` naming the bad value.
+void check_grouped_input(const GroupedLayout& layout, const torch::Tensor& input, Config config, int64_t rank,
+                         const char* shape, const std::string& who);
+
+/// Runs a grouped layer at `config`: through `autograd_op` on the packed blocks when
+/// a gradient is needed, otherwise through `fast_op` with `execution`.
+torch::Tensor run_grouped(GroupedWeight& weight, const torch::Tensor& input, Config config, Execution execution,
+                          const GroupedOp& fast_op, const GroupedOp& autograd_op);
+
+}  // namespace detail
+}  // namespace nn
+}  // namespace dydnn

@@ -1,0 +1,104 @@
+#pragma once
+/// \file
+/// `DynamicBatchNorm2d`: batch normalisation over grouped channels.
+
+#include <dydnn/nn/config.h>
+#include <dydnn/nn/connectivity.h>
+#include <dydnn/nn/group_spec.h>
+#include <dydnn/nn/static_layer.h>
+
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/pimpl.h>
+
+#include <unordered_map>
+
+namespace dydnn {
+namespace nn {
+
+/// Options for `DynamicBatchNorm2d`.
+struct DynamicBatchNorm2dOptions {
+  /// `groups` splits the channels; the connectivity defaults to `incremental`.
+  explicit DynamicBatchNorm2dOptions(GroupSpec groups);
+
+  /// How the channels are split.
+  TORCH_ARG(GroupSpec, groups);
+  /// The connectivity of the layer that feeds this one; it decides which groups need
+  /// statistics per config. Default: `incremental(G)`.
+  TORCH_ARG(Connectivity, connectivity);
+  /// Added to the variance. Default: 1e-5.
+  TORCH_ARG(double, eps) = 1e-5;
+  /// Running-statistics momentum. Default: 0.1.
+  TORCH_ARG(double, momentum) = 0.1;
+};
+
+/// Batch normalisation whose statistics and affine parameters are kept per group,
+/// and per config only where a group's inputs differ between configs.
+///
+/// A group `j` sees the inputs `connectivity.context_of(j, config)`. Under
+/// `incremental`, `independent` and fluid without cross edges that set never
+/// changes, so each group has one set (`weight_<j>`, `bias_<j>`, `running_mean_<j>`,
+/// `running_var_<j>`) and a config's outputs never depend on other groups. Under
+/// `prefix` (and for fluid groups with cross edges) each distinct context gets its
+/// own set, suffixed `_at_<context>` (`running_mean_0_at_AB`): switchable BN, so a
+/// user never recalibrates after a switch.
+///
+/// A group whose statistics are frozen (`set_frozen`) is normalised with its running
+/// statistics even in training mode, and they no longer update (incremental training).
+/// Shapes: `[N, groups.channels_in(config), H, W]` -> same.
+/// Thread-safety: `forward` on one instance is not thread-safe (it may refresh a cache).
+class DynamicBatchNorm2dImpl : public torch::nn::Cloneable<DynamicBatchNorm2dImpl> {
+ public:
+  explicit DynamicBatchNorm2dImpl(DynamicBatchNorm2dOptions options);
+  void reset() override;
+  void pretty_print(std::ostream& stream) const override;
+
+  /// Selects the sub-network for later `forward(input)` calls (validated).
+  void set_config(Config config);
+  Config config() const { return config_; }
+  torch::Tensor forward(const torch::Tensor& input);
+  /// Runs at `config` (validated) without changing the current one.
+  torch::Tensor forward(const torch::Tensor& input, Config config);
+
+  /// Freezes (or unfreezes) group `g`'s running statistics. Throws `IndexError` for a
+  /// group outside [0, G).
+  void set_frozen(int64_t group, bool frozen);
+  bool frozen(int64_t group) const;
+  /// How many statistics sets group `g` has (1 when exact).
+  int64_t num_slots(int64_t group) const;
+
+  /// The layer at `config` as plain tensors: `weight`, `bias`, `running_mean`,
+  /// `running_var` of the active channels (copies), `eps`, `momentum`.
+  StaticLayer static_layer(Config config);
+  /// A plain `torch::nn::BatchNorm2d` computing what `forward` computes at `config`.
+  torch::nn::BatchNorm2d materialize(Config config);
+
+  /// The options the layer was built with.
+  DynamicBatchNorm2dOptions options;
+
+ private:
+  struct Slot {
+    torch::Tensor weight, bias, running_mean, running_var;
+  };
+  torch::Tensor forward_at(const torch::Tensor& input, Config config);
+  const Slot& slot(int64_t group, Config config) const;
+  std::vector<torch::Tensor> concatenated(Config config);
+  uint64_t version_sum(Config config) const;
+
+  Config config_;
+  std::vector<std::vector<Slot>> slots_;             // [group][slot]
+  std::vector<std::unordered_map<uint64_t, size_t>> slot_index_;  // [group] context mask -> slot
+  std::vector<bool> frozen_;
+  struct Cached {
+    uint64_t version = 0;
+    std::vector<torch::Tensor> tensors;
+  };
+  std::unordered_map<Config, Cached> cache_;
+};
+
+/// A `ModuleHolder` for `DynamicBatchNorm2dImpl`.
+TORCH_MODULE(DynamicBatchNorm2d);
+
+}  // namespace nn
+}  // namespace dydnn

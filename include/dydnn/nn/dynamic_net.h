@@ -1,0 +1,92 @@
+#pragma once
+/// \file
+/// `DynamicNet`: a network of dynamic layers built from a `NetSpec`.
+
+#include <dydnn/nn/dynamic_batch_norm2d.h>
+#include <dydnn/nn/dynamic_conv2d.h>
+#include <dydnn/nn/dynamic_linear.h>
+#include <dydnn/nn/spec.h>
+#include <dydnn/nn/static_layer.h>
+
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/container/sequential.h>
+
+namespace dydnn {
+namespace nn {
+
+/// A dynamic DNN: one set of weights holding every valid config's sub-network.
+///
+/// Layers are named `layers.<k>.conv|bn|linear` and the head `head`
+/// (`heads.<k>` for `per_config`). Shapes: input `[N, C, H, W]` of the spec ->
+/// logits `[N, classes]` at the current config.
+///
+/// Example:
+/// \code
+///   dydnn::nn::DynamicNet net(dydnn::nn::NetSpec::load("fashion_mnist_default.spec"));
+///   net->eval();
+///   net->set_config(dydnn::nn::Config::prefix(2));   // groups A and B
+///   torch::NoGradGuard no_grad;
+///   auto logits = net->forward(torch::randn({1, 1, 28, 28}));
+/// \endcode
+/// Thread-safety: `forward` on one instance is not thread-safe; `set_config` between
+/// calls is cheap (a validated assignment per layer, no allocation).
+class DynamicNetImpl : public torch::nn::Module {
+ public:
+  explicit DynamicNetImpl(NetSpec spec);
+
+  /// Selects the sub-network for later calls. Throws `ValueError`/`IndexError` listing
+  /// the valid configs when `config` is not one of them.
+  void set_config(Config config);
+  /// The current config (the full one after construction).
+  Config config() const { return config_; }
+  /// The valid configs, smallest first for the presets.
+  const std::vector<Config>& configs() const { return connectivity_.valid_configs(); }
+  const Connectivity& connectivity() const { return connectivity_; }
+  const NetSpec& spec() const { return spec_; }
+
+  /// Logits at the current config.
+  torch::Tensor forward(const torch::Tensor& input);
+  /// Logits at `config` (validated), leaving the current config unchanged.
+  torch::Tensor forward(const torch::Tensor& input, Config config);
+
+  /// The parameters `config` uses (allowed blocks of its groups, their biases and
+  /// BN affine parameters, its head), as a count of numbers.
+  int64_t parameter_count(Config config) const;
+  /// Multiply-accumulates of one image at `config`, counting only allowed blocks.
+  int64_t macs(Config config) const;
+  /// The static layers of `config` (plain tensors; see `StaticLayer`).
+  std::vector<StaticLayer> static_layers(Config config);
+  /// A plain `torch::nn::Sequential` computing what `forward` computes at `config`
+  /// (eval-mode semantics), holding only that sub-network's weights.
+  torch::nn::Sequential materialize(Config config);
+
+  /// Freezes (or unfreezes) group `g`'s BN running statistics in every layer.
+  void set_frozen_statistics(int64_t group, bool frozen);
+  /// Sets the inference strategy of every grouped layer.
+  void set_execution(Execution execution);
+
+ private:
+  struct Block {
+    DynamicConv2d conv{nullptr};
+    DynamicBatchNorm2d bn{nullptr};
+    DynamicLinear linear{nullptr};
+    LayerSpec spec;
+    int64_t conv_h = 0, conv_w = 0;  // the conv's output size before its pool, for MACs
+  };
+  void check_config(Config config) const;
+  torch::Tensor run(const torch::Tensor& input, Config config);
+
+  NetSpec spec_;
+  Connectivity connectivity_;
+  Config config_;
+  std::vector<Block> blocks_;
+  DynamicLinear head_{nullptr};
+  std::vector<torch::nn::Linear> heads_;  // per_config
+  GroupSpec head_groups_;
+};
+
+/// A `ModuleHolder` for `DynamicNetImpl`.
+TORCH_MODULE(DynamicNet);
+
+}  // namespace nn
+}  // namespace dydnn

@@ -1,0 +1,25 @@
+"""dydnn: dynamic DNNs on LibTorch.
+
+One set of weights holds many sub-networks (configs); `dydnn.nn` has the dynamic
+layers and `DynamicNet`, all `torch.nn.Module`s backed by the C++ library.
+"""
+import torch  # noqa: F401  (loads libtorch before the extension)
+
+from . import _C
+from ._C import Config, Connectivity, Execution, GroupSpec, NetSpec
+from . import nn
+from .specs import spec_path, available_specs
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "Connectivity",
+    "Execution",
+    "GroupSpec",
+    "NetSpec",
+    "nn",
+    "spec_path",
+    "available_specs",
+    "__version__",
+]

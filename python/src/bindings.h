@@ -1,0 +1,22 @@
+#pragma once
+// Declarations shared by the binding translation units (one per bound area).
+
+#include <pybind11/pybind11.h>
+
+namespace dydnn {
+namespace nn {
+class Config;
+}
+namespace python {
+
+/// Config, GroupSpec, Connectivity, Execution, NetSpec (no tensors).
+void bind_types(pybind11::module_& m);
+/// DynamicConv2d, DynamicLinear, DynamicBatchNorm2d, DynamicNet and measurement helpers.
+void bind_modules(pybind11::module_& m);
+
+/// Accepts a `Config`, an iterable of group indices, or a string ("AB", "C*D*", "0,1").
+/// Throws `ValueError` for anything else (a bare int is ambiguous).
+nn::Config to_config(const pybind11::handle& value, int64_t num_groups);
+
+}  // namespace python
+}  // namespace dydnn

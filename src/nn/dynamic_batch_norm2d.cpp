@@ -1,0 +1,170 @@
+#include <dydnn/errors.h>
+#include <dydnn/nn/dynamic_batch_norm2d.h>
+
+#include <torch/torch.h>
+
+namespace dydnn {
+namespace nn {
+
+DynamicBatchNorm2dOptions::DynamicBatchNorm2dOptions(GroupSpec groups)
+    : groups_(std::move(groups)), connectivity_(Connectivity::incremental(std::max<int64_t>(groups_.num_groups(), 1))) {}
+
+DynamicBatchNorm2dImpl::DynamicBatchNorm2dImpl(DynamicBatchNorm2dOptions options_) : options(std::move(options_)) {
+  reset();
+}
+
+void DynamicBatchNorm2dImpl::reset() {
+  const auto& groups = options.groups();
+  const auto& conn = options.connectivity();
+  DYDNN_CHECK_VALUE(groups.num_groups() == conn.num_groups(), "nn",
+                    "DynamicBatchNorm2d: groups {} has {} groups but the connectivity '{}' has {} (they must match)",
+                    groups.to_string(), groups.num_groups(), conn.name(), conn.num_groups());
+  DYDNN_CHECK_VALUE(options.eps() > 0, "nn", "DynamicBatchNorm2d: eps {} (valid: > 0)", options.eps());
+  DYDNN_CHECK_VALUE(options.momentum() >= 0 && options.momentum() <= 1, "nn",
+                    "DynamicBatchNorm2d: momentum {} (valid: 0..1)", options.momentum());
+  slots_.assign(groups.num_groups(), {});
+  slot_index_.assign(groups.num_groups(), {});
+  frozen_.assign(groups.num_groups(), false);
+  cache_.clear();
+  for (int64_t j = 0; j < groups.num_groups(); ++j) {
+    const bool exact = conn.group_is_exact(j);
+    for (const auto& c : conn.valid_configs()) {
+      if (!c.contains(j)) continue;
+      const Config context = conn.context_of(j, c);
+      if (slot_index_[j].count(context.mask()) != 0) continue;
+      const std::string suffix = exact ? std::to_string(j) : fmt::format("{}_at_{}", j, context.name());
+      const int64_t n = groups.size(j);
+      Slot s;
+      s.weight = register_parameter("weight_" + suffix, torch::ones({n}));
+      s.bias = register_parameter("bias_" + suffix, torch::zeros({n}));
+      s.running_mean = register_buffer("running_mean_" + suffix, torch::zeros({n}));
+      s.running_var = register_buffer("running_var_" + suffix, torch::ones({n}));
+      slot_index_[j][context.mask()] = slots_[j].size();
+      slots_[j].push_back(s);
+    }
+  }
+  config_ = conn.full_config();
+}
+
+void DynamicBatchNorm2dImpl::pretty_print(std::ostream& stream) const {
+  stream << fmt::format("dydnn::nn::DynamicBatchNorm2d(groups={}, connectivity={}, eps={}, momentum={}, config={})",
+                        options.groups().to_string(), options.connectivity().name(), options.eps(), options.momentum(),
+                        config_.to_string());
+}
+
+void DynamicBatchNorm2dImpl::set_config(Config config) {
+  options.connectivity().check_valid(config, "DynamicBatchNorm2d");
+  config_ = config;
+}
+
+void DynamicBatchNorm2dImpl::set_frozen(int64_t group, bool frozen) {
+  DYDNN_CHECK_INDEX(group >= 0 && group < options.groups().num_groups(), "nn",
+                    "DynamicBatchNorm2d: group {} is out of range (valid: 0..{})", group,
+                    options.groups().num_groups() - 1);
+  frozen_[group] = frozen;
+}
+
+bool DynamicBatchNorm2dImpl::frozen(int64_t group) const {
+  DYDNN_CHECK_INDEX(group >= 0 && group < options.groups().num_groups(), "nn",
+                    "DynamicBatchNorm2d: group {} is out of range (valid: 0..{})", group,
+                    options.groups().num_groups() - 1);
+  return frozen_[group];
+}
+
+int64_t DynamicBatchNorm2dImpl::num_slots(int64_t group) const {
+  DYDNN_CHECK_INDEX(group >= 0 && group < options.groups().num_groups(), "nn",
+                    "DynamicBatchNorm2d: group {} is out of range (valid: 0..{})", group,
+                    options.groups().num_groups() - 1);
+  return static_cast<int64_t>(slots_[group].size());
+}
+
+const DynamicBatchNorm2dImpl::Slot& DynamicBatchNorm2dImpl::slot(int64_t group, Config config) const {
+  const Config context = options.connectivity().context_of(group, config);
+  return slots_[group][slot_index_[group].at(context.mask())];
+}
+
+uint64_t DynamicBatchNorm2dImpl::version_sum(Config config) const {
+  uint64_t sum = 0;
+  for (int64_t j : config.groups()) {
+    const auto& s = slot(j, config);
+    sum += s.weight._version() + s.bias._version() + s.running_mean._version() + s.running_var._version();
+  }
+  return sum;
+}
+
+std::vector<torch::Tensor> DynamicBatchNorm2dImpl::concatenated(Config config) {
+  const uint64_t version = version_sum(config);
+  auto it = cache_.find(config);
+  if (it != cache_.end() && it->second.version == version) {
+    // Cached tensors must follow the parameters to a new device or dtype.
+    const auto& first = slot(config.groups().front(), config).weight;
+    if (it->second.tensors[0].device() == first.device() && it->second.tensors[0].dtype() == first.dtype())
+      return it->second.tensors;
+  }
+  torch::NoGradGuard no_grad;
+  std::vector<std::vector<torch::Tensor>> parts(4);
+  for (int64_t j : config.groups()) {
+    const auto& s = slot(j, config);
+    parts[0].push_back(s.weight);
+    parts[1].push_back(s.bias);
+    parts[2].push_back(s.running_mean);
+    parts[3].push_back(s.running_var);
+  }
+  Cached cached{version, {}};
+  for (auto& p : parts) cached.tensors.push_back(torch::cat(p, 0));
+  cache_[config] = cached;
+  return cached.tensors;
+}
+
+torch::Tensor DynamicBatchNorm2dImpl::forward(const torch::Tensor& input) { return forward_at(input, config_); }
+
+torch::Tensor DynamicBatchNorm2dImpl::forward(const torch::Tensor& input, Config config) {
+  options.connectivity().check_valid(config, "DynamicBatchNorm2d");
+  return forward_at(input, config);
+}
+
+torch::Tensor DynamicBatchNorm2dImpl::forward_at(const torch::Tensor& input, Config config) {
+  DYDNN_CHECK_VALUE(input.defined(), "nn", "DynamicBatchNorm2d: the input tensor is undefined");
+  DYDNN_CHECK_VALUE(input.dim() == 4, "nn", "DynamicBatchNorm2d: expected a 4D input [N, C, H, W] (got a {}D input)",
+                    input.dim());
+  const int64_t expected = options.groups().channels_in(config);
+  DYDNN_CHECK_VALUE(input.size(1) == expected, "nn",
+                    "DynamicBatchNorm2d: input has {} channels, but config {} needs {} (the active groups of {})",
+                    input.size(1), config.to_string(), expected, options.groups().to_string());
+  bool needs_grad = torch::GradMode::is_enabled() && input.requires_grad();
+  for (int64_t j : config.groups()) {
+    const auto& s = slot(j, config);
+    needs_grad |= torch::GradMode::is_enabled() && (s.weight.requires_grad() || s.bias.requires_grad());
+  }
+  if (!is_training() && !needs_grad) {
+    auto t = concatenated(config);
+    return torch::batch_norm(input, t[0], t[1], t[2], t[3], false, options.momentum(), options.eps(), true);
+  }
+  // Per group: each group's own statistics update in place, frozen groups use theirs.
+  std::vector<torch::Tensor> outputs;
+  int64_t offset = 0;
+  for (int64_t j : config.groups()) {
+    const auto& s = slot(j, config);
+    const int64_t n = options.groups().size(j);
+    const bool train_stats = is_training() && !frozen_[j];
+    outputs.push_back(torch::batch_norm(input.narrow(1, offset, n), s.weight, s.bias, s.running_mean, s.running_var,
+                                        train_stats, options.momentum(), options.eps(), true));
+    offset += n;
+  }
+  return outputs.size() == 1 ? outputs.front() : torch::cat(outputs, 1);
+}
+
+StaticLayer DynamicBatchNorm2dImpl::static_layer(Config config) {
+  options.connectivity().check_valid(config, "DynamicBatchNorm2d");
+  auto t = concatenated(config);
+  return StaticLayer{"batch_norm2d",
+                     {{"weight", t[0].clone()}, {"bias", t[1].clone()}, {"running_mean", t[2].clone()},
+                      {"running_var", t[3].clone()}},
+                     {},
+                     {{"eps", options.eps()}, {"momentum", options.momentum()}}};
+}
+
+torch::nn::BatchNorm2d DynamicBatchNorm2dImpl::materialize(Config config) { return make_batch_norm2d(static_layer(config)); }
+
+}  // namespace nn
+}  // namespace dydnn

@@ -1,0 +1,85 @@
+#include <dydnn/errors.h>
+#include <dydnn/nn/dynamic_conv2d.h>
+#include <dydnn/nn/kernels.h>
+
+#include <torch/torch.h>
+
+namespace dydnn {
+namespace nn {
+
+DynamicConv2dOptions::DynamicConv2dOptions(GroupSpec in_groups, GroupSpec out_groups,
+                                           torch::ExpandingArray<2> kernel_size)
+    : in_groups_(std::move(in_groups)),
+      out_groups_(std::move(out_groups)),
+      kernel_size_(kernel_size),
+      connectivity_(Connectivity::incremental(std::max<int64_t>(out_groups_.num_groups(), 1))) {}
+
+DynamicConv2dImpl::DynamicConv2dImpl(DynamicConv2dOptions options_) : options(std::move(options_)) { reset(); }
+
+void DynamicConv2dImpl::reset() {
+  for (auto k : *options.kernel_size())
+    DYDNN_CHECK_VALUE(k >= 1, "nn", "DynamicConv2d: kernel size {} (valid: >= 1)", k);
+  for (auto s : *options.stride()) DYDNN_CHECK_VALUE(s >= 1, "nn", "DynamicConv2d: stride {} (valid: >= 1)", s);
+  for (auto p : *options.padding()) DYDNN_CHECK_VALUE(p >= 0, "nn", "DynamicConv2d: padding {} (valid: >= 0)", p);
+  detail::GroupedLayout layout{options.in_groups(), options.out_groups(), options.connectivity(),
+                               options.dense_input(), false};
+  layout.validate("nn");
+  weight_ = detail::GroupedWeight(*this, layout, std::vector<int64_t>(options.kernel_size()->begin(), options.kernel_size()->end()), options.bias(), false);
+  config_ = options.connectivity().full_config();
+}
+
+void DynamicConv2dImpl::pretty_print(std::ostream& stream) const {
+  stream << fmt::format("dydnn::nn::DynamicConv2d(in={}{}, out={}, kernel_size=[{}], stride=[{}], padding=[{}], "
+                        "connectivity={}, config={})",
+                        options.in_groups().to_string(), options.dense_input() ? " dense" : "",
+                        options.out_groups().to_string(), fmt::join(*options.kernel_size(), ","),
+                        fmt::join(*options.stride(), ","), fmt::join(*options.padding(), ","),
+                        options.connectivity().name(), config_.to_string());
+}
+
+void DynamicConv2dImpl::set_config(Config config) {
+  options.connectivity().check_valid(config, "DynamicConv2d");
+  config_ = config;
+}
+
+void DynamicConv2dImpl::check_input(const torch::Tensor& input, Config config) const {
+  detail::check_grouped_input(weight_.layout(), input, config, 4, "[N, C, H, W]", "DynamicConv2d");
+}
+
+torch::Tensor DynamicConv2dImpl::forward(const torch::Tensor& input) { return forward_at(input, config_); }
+
+torch::Tensor DynamicConv2dImpl::forward_at(const torch::Tensor& input, Config config) {
+  check_input(input, config);
+  const auto stride = *options.stride();
+  const auto padding = *options.padding();
+  return detail::run_grouped(
+      weight_, input, config, options.execution(),
+      [&](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+        return conv2d_fast(x, w, b, stride, padding);
+      },
+      [&](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+        return torch::conv2d(x, w, b, stride, padding);
+      });
+}
+
+torch::Tensor DynamicConv2dImpl::forward(const torch::Tensor& input, Config config) {
+  options.connectivity().check_valid(config, "DynamicConv2d");
+  return forward_at(input, config);
+}
+
+StaticLayer DynamicConv2dImpl::static_layer(Config config) {
+  options.connectivity().check_valid(config, "DynamicConv2d");
+  torch::NoGradGuard no_grad;
+  auto [w, b] = weight_.packed_for_inference(config);
+  StaticLayer layer{"conv2d", {{"weight", w.clone(torch::MemoryFormat::Contiguous)}}, {{"stride_h", (*options.stride())[0]},
+                                                                      {"stride_w", (*options.stride())[1]},
+                                                                      {"padding_h", (*options.padding())[0]},
+                                                                      {"padding_w", (*options.padding())[1]}}, {}};
+  if (b.defined()) layer.tensors["bias"] = b.clone();
+  return layer;
+}
+
+torch::nn::Conv2d DynamicConv2dImpl::materialize(Config config) { return make_conv2d(static_layer(config)); }
+
+}  // namespace nn
+}  // namespace dydnn

@@ -1,0 +1,208 @@
+#include <dydnn/errors.h>
+#include <dydnn/nn/dynamic_net.h>
+
+#include <torch/torch.h>
+
+namespace dydnn {
+namespace nn {
+
+DynamicNetImpl::DynamicNetImpl(NetSpec spec) : spec_(std::move(spec)) {
+  spec_.validate();
+  connectivity_ = spec_.make_connectivity();
+  int64_t h = spec_.height, w = spec_.width;
+  GroupSpec previous;  // empty before the first layer: the image is a dense input
+  bool flat = false;
+  for (size_t k = 0; k < spec_.layers.size(); ++k) {
+    Block block;
+    block.spec = spec_.layers[k];
+    const GroupSpec groups = spec_.group_spec(block.spec);
+    const bool dense_input = previous.num_groups() == 0;
+    if (block.spec.kind == LayerKind::Conv) {
+      const auto& l = block.spec;
+      GroupSpec in = dense_input ? GroupSpec::counts({spec_.in_channels}) : previous;
+      block.conv = register_module(fmt::format("conv{}", k),
+                                   DynamicConv2d(DynamicConv2dOptions(in, groups, l.kernel)
+                                                     .stride(l.stride)
+                                                     .padding(l.padding)
+                                                     .bias(!l.batch_norm)
+                                                     .connectivity(connectivity_)
+                                                     .dense_input(dense_input)));
+      if (l.batch_norm)
+        block.bn = register_module(fmt::format("bn{}", k),
+                                   DynamicBatchNorm2d(DynamicBatchNorm2dOptions(groups).connectivity(connectivity_)));
+      h = (h + 2 * l.padding - l.kernel) / l.stride + 1;
+      w = (w + 2 * l.padding - l.kernel) / l.stride + 1;
+      block.conv_h = h;
+      block.conv_w = w;
+      const int64_t pool = std::max(l.max_pool, l.avg_pool);
+      if (pool > 0) {
+        h /= pool;
+        w /= pool;
+      }
+      if (l.global_avg_pool) h = w = 1;
+    } else {
+      GroupSpec in = dense_input ? GroupSpec::counts({spec_.in_channels * h * w})
+                                 : (flat ? previous : previous.scaled(h * w));
+      block.linear = register_module(
+          fmt::format("linear{}", k),
+          DynamicLinear(DynamicLinearOptions(in, groups).connectivity(connectivity_).dense_input(dense_input)));
+      flat = true;
+      h = w = 1;
+    }
+    previous = groups;
+    blocks_.push_back(block);
+  }
+  head_groups_ = flat ? previous : previous.scaled(h * w);
+  const GroupSpec classes = GroupSpec::counts({spec_.classes});
+  if (spec_.head == HeadKind::PerConfig) {
+    for (const auto& c : connectivity_.valid_configs()) {
+      heads_.push_back(register_module("head_" + c.name(),
+                                       torch::nn::Linear(head_groups_.channels_in(c), spec_.classes)));
+    }
+  } else {
+    head_ = register_module("head", DynamicLinear(DynamicLinearOptions(head_groups_, classes)
+                                                      .connectivity(connectivity_)
+                                                      .dense_output(true)
+                                                      .bias_per_input_group(spec_.head == HeadKind::Additive)));
+  }
+  config_ = connectivity_.full_config();
+}
+
+void DynamicNetImpl::check_config(Config config) const { connectivity_.check_valid(config, "DynamicNet"); }
+
+void DynamicNetImpl::set_config(Config config) {
+  check_config(config);
+  config_ = config;
+}
+
+torch::Tensor DynamicNetImpl::forward(const torch::Tensor& input) { return run(input, config_); }
+
+torch::Tensor DynamicNetImpl::forward(const torch::Tensor& input, Config config) {
+  check_config(config);
+  return run(input, config);
+}
+
+torch::Tensor DynamicNetImpl::run(const torch::Tensor& input, Config config) {
+  DYDNN_CHECK_VALUE(input.defined(), "nn", "DynamicNet: the input tensor is undefined");
+  DYDNN_CHECK_VALUE(input.dim() == 4 && input.size(1) == spec_.in_channels && input.size(2) == spec_.height &&
+                        input.size(3) == spec_.width,
+                    "nn", "DynamicNet '{}': expected input [N, {}, {}, {}] (got [{}])", spec_.name, spec_.in_channels,
+                    spec_.height, spec_.width, fmt::join(input.sizes(), ", "));
+  const bool grad = torch::GradMode::is_enabled();
+  auto relu = [grad](torch::Tensor& x) { x = grad ? torch::relu(x) : torch::relu_(x); };
+  torch::Tensor x = input;
+  for (auto& b : blocks_) {
+    const auto& l = b.spec;
+    if (b.conv) {
+      x = b.conv->forward(x, config);
+      if (b.bn) x = b.bn->forward(x, config);
+      if (l.relu) relu(x);
+      if (l.max_pool) x = torch::max_pool2d(x, l.max_pool, l.max_pool);
+      if (l.avg_pool) x = torch::avg_pool2d(x, l.avg_pool, l.avg_pool);
+      if (l.global_avg_pool) x = torch::adaptive_avg_pool2d(x, {1, 1});
+    } else {
+      if (x.dim() != 2) x = x.flatten(1);
+      x = b.linear->forward(x, config);
+      if (l.relu) relu(x);
+    }
+  }
+  if (x.dim() != 2) x = x.flatten(1);
+  if (!heads_.empty()) return heads_[connectivity_.index_of(config)]->forward(x);
+  return head_->forward(x, config);
+}
+
+int64_t DynamicNetImpl::parameter_count(Config config) const {
+  check_config(config);
+  auto grouped = [&](const GroupSpec& in, const GroupSpec& out, bool dense_in, int64_t kernel, bool bias) {
+    int64_t total = 0;
+    for (int64_t j : config.groups()) {
+      for (int64_t i = 0; i < in.num_groups(); ++i)
+        if (dense_in || (config.contains(i) && connectivity_.reads(j, i))) total += out.size(j) * in.size(i) * kernel;
+      if (bias) total += out.size(j);
+    }
+    return total;
+  };
+  int64_t total = 0;
+  for (const auto& b : blocks_) {
+    if (b.conv) {
+      const auto& o = b.conv->options;
+      total += grouped(o.in_groups(), o.out_groups(), o.dense_input(), b.spec.kernel * b.spec.kernel, o.bias());
+      if (b.bn) total += 2 * o.out_groups().channels_in(config);
+    } else {
+      const auto& o = b.linear->options;
+      total += grouped(o.in_groups(), o.out_groups(), o.dense_input(), 1, o.bias());
+    }
+  }
+  const int64_t features = head_groups_.channels_in(config);
+  if (spec_.head == HeadKind::Additive) total += (features + config.count()) * spec_.classes;
+  else total += (features + 1) * spec_.classes;
+  return total;
+}
+
+int64_t DynamicNetImpl::macs(Config config) const {
+  check_config(config);
+  int64_t total = 0;
+  for (const auto& b : blocks_) {
+    const auto& in = b.conv ? b.conv->options.in_groups() : b.linear->options.in_groups();
+    const auto& out = b.conv ? b.conv->options.out_groups() : b.linear->options.out_groups();
+    const bool dense_in = b.conv ? b.conv->options.dense_input() : b.linear->options.dense_input();
+    const int64_t per_weight = b.conv ? b.spec.kernel * b.spec.kernel * b.conv_h * b.conv_w : 1;
+    for (int64_t j : config.groups())
+      for (int64_t i = 0; i < in.num_groups(); ++i)
+        if (dense_in || (config.contains(i) && connectivity_.reads(j, i))) total += out.size(j) * in.size(i) * per_weight;
+  }
+  return total + head_groups_.channels_in(config) * spec_.classes;
+}
+
+std::vector<StaticLayer> DynamicNetImpl::static_layers(Config config) {
+  check_config(config);
+  std::vector<StaticLayer> out;
+  auto simple = [&](const char* kind, int64_t k) {
+    StaticLayer s{kind, {}, {}, {}};
+    if (k > 0) s.ints["kernel_size"] = k;
+    out.push_back(s);
+  };
+  bool flat = false;
+  for (auto& b : blocks_) {
+    const auto& l = b.spec;
+    if (b.conv) {
+      out.push_back(b.conv->static_layer(config));
+      if (b.bn) out.push_back(b.bn->static_layer(config));
+      if (l.relu) simple("relu", 0);
+      if (l.max_pool) simple("max_pool2d", l.max_pool);
+      if (l.avg_pool) simple("avg_pool2d", l.avg_pool);
+      if (l.global_avg_pool) simple("adaptive_avg_pool2d", 0);
+    } else {
+      if (!flat) simple("flatten", 0);
+      flat = true;
+      out.push_back(b.linear->static_layer(config));
+      if (l.relu) simple("relu", 0);
+    }
+  }
+  if (!flat) simple("flatten", 0);
+  if (!heads_.empty()) {
+    auto& h = heads_[connectivity_.index_of(config)];
+    out.push_back(StaticLayer{"linear", {{"weight", h->weight.detach().clone()}, {"bias", h->bias.detach().clone()}}, {}, {}});
+  } else {
+    out.push_back(head_->static_layer(config));
+  }
+  return out;
+}
+
+torch::nn::Sequential DynamicNetImpl::materialize(Config config) { return make_sequential(static_layers(config)); }
+
+void DynamicNetImpl::set_frozen_statistics(int64_t group, bool frozen) {
+  for (auto& b : blocks_)
+    if (b.bn) b.bn->set_frozen(group, frozen);
+}
+
+void DynamicNetImpl::set_execution(Execution execution) {
+  for (auto& b : blocks_) {
+    if (b.conv) b.conv->options.execution(execution);
+    if (b.linear) b.linear->options.execution(execution);
+  }
+  if (head_) head_->options.execution(execution);
+}
+
+}  // namespace nn
+}  // namespace dydnn

@@ -1,0 +1,320 @@
+#include <dydnn/errors.h>
+#include <dydnn/nn/detail/grouped_weight.h>
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace dydnn {
+namespace nn {
+namespace detail {
+
+void GroupedLayout::validate(const std::string& who) const {
+  const int64_t g = connectivity.num_groups();
+  DYDNN_CHECK_VALUE(g >= 1, who.c_str(), "the connectivity has no groups");
+  DYDNN_CHECK_VALUE(!dense_input || in_groups.num_groups() == 1, who.c_str(),
+                    "a dense input is one group of all channels (got in_groups {})", in_groups.to_string());
+  DYDNN_CHECK_VALUE(!dense_output || out_groups.num_groups() == 1, who.c_str(),
+                    "a dense output is one group of all channels (got out_groups {})", out_groups.to_string());
+  DYDNN_CHECK_VALUE(dense_input || in_groups.num_groups() == g, who.c_str(),
+                    "in_groups {} has {} groups but the connectivity '{}' has {} (they must match)",
+                    in_groups.to_string(), in_groups.num_groups(), connectivity.name(), g);
+  DYDNN_CHECK_VALUE(dense_output || out_groups.num_groups() == g, who.c_str(),
+                    "out_groups {} has {} groups but the connectivity '{}' has {} (they must match)",
+                    out_groups.to_string(), out_groups.num_groups(), connectivity.name(), g);
+}
+
+bool GroupedLayout::allowed(int64_t j, int64_t i) const {
+  return dense_input || dense_output || connectivity.reads(j, i);
+}
+
+Config GroupedLayout::inputs_of(int64_t j, Config config) const {
+  if (dense_input) return Config(1);
+  if (dense_output) return config;
+  return config & connectivity.inputs_of(j);
+}
+
+ChannelRange channel_range(const GroupSpec& spec, Config config) {
+  ChannelRange range;
+  int64_t expected = -1;
+  range.contiguous = true;
+  for (int64_t g = 0; g < spec.num_groups(); ++g) {
+    if (!config.contains(g)) continue;
+    if (expected < 0) {
+      range.start = spec.offset(g);
+    } else if (spec.offset(g) != expected) {
+      range.contiguous = false;
+    }
+    expected = spec.offset(g) + spec.size(g);
+    range.length += spec.size(g);
+  }
+  return range;
+}
+
+std::vector<int64_t> channel_indices(const GroupSpec& spec, Config config) {
+  std::vector<int64_t> out;
+  for (int64_t g = 0; g < spec.num_groups(); ++g)
+    if (config.contains(g))
+      for (int64_t c = 0; c < spec.size(g); ++c) out.push_back(spec.offset(g) + c);
+  return out;
+}
+
+namespace {
+
+torch::Tensor select_channels(const torch::Tensor& t, int64_t dim, const GroupSpec& spec, Config config) {
+  ChannelRange range = channel_range(spec, config);
+  if (range.contiguous) return t.narrow(dim, range.start, range.length);
+  auto index = torch::tensor(channel_indices(spec, config), torch::TensorOptions().dtype(torch::kLong).device(t.device()));
+  return t.index_select(dim, index);
+}
+
+}  // namespace
+
+GroupedWeight::GroupedWeight(torch::nn::Module& owner, GroupedLayout layout, std::vector<int64_t> kernel, bool bias,
+                             bool bias_per_input_group)
+    : layout_(std::move(layout)), kernel_(std::move(kernel)), bias_per_input_group_(bias_per_input_group) {
+  const auto& in = layout_.in_groups;
+  const auto& out = layout_.out_groups;
+  int64_t kernel_volume = 1;
+  for (auto k : kernel_) kernel_volume *= k;
+  std::vector<int64_t> shape{out.channels(), in.channels()};
+  shape.insert(shape.end(), kernel_.begin(), kernel_.end());
+  torch::NoGradGuard no_grad;
+  storage_ = torch::zeros(shape);
+  if (bias) {
+    bias_storage_ = bias_per_input_group_ ? torch::zeros({in.num_groups(), out.channels()}) : torch::zeros({out.channels()});
+  }
+  for (int64_t j = 0; j < out.num_groups(); ++j) {
+    int64_t fan_in = 0;
+    for (int64_t i = 0; i < in.num_groups(); ++i)
+      if (layout_.allowed(j, i)) fan_in += in.size(i) * kernel_volume;
+    const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+    for (int64_t i = 0; i < in.num_groups(); ++i) {
+      if (!layout_.allowed(j, i)) continue;
+      auto block = storage_.narrow(0, out.offset(j), out.size(j)).narrow(1, in.offset(i), in.size(i));
+      block.uniform_(-bound, bound);
+      block.set_requires_grad(true);
+      blocks_.push_back(owner.register_parameter(fmt::format("weight_{}_{}", j, i), block));
+      block_ids_.emplace_back(j, i);
+    }
+    if (bias && !bias_per_input_group_) {
+      auto b = bias_storage_.narrow(0, out.offset(j), out.size(j));
+      b.uniform_(-bound, bound);
+      b.set_requires_grad(true);
+      biases_.push_back(owner.register_parameter(fmt::format("bias_{}", j), b));
+    }
+  }
+  if (bias && bias_per_input_group_) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in.channels() * kernel_volume));
+    for (int64_t i = 0; i < in.num_groups(); ++i) {
+      auto b = bias_storage_[i];
+      b.uniform_(-bound, bound);
+      b.set_requires_grad(true);
+      biases_.push_back(owner.register_parameter(fmt::format("bias_in{}", i), b));
+    }
+  }
+  for (const auto& t : blocks_) expected_ptrs_.push_back(t.data_ptr());
+  for (const auto& t : biases_) expected_ptrs_.push_back(t.data_ptr());
+}
+
+void GroupedWeight::sync() {
+  size_t k = 0;
+  bool moved = false;
+  for (const auto& t : blocks_) moved |= t.data_ptr() != expected_ptrs_[k++];
+  for (const auto& t : biases_) moved |= t.data_ptr() != expected_ptrs_[k++];
+  if (moved) relayout();
+}
+
+void GroupedWeight::relayout() {
+  torch::NoGradGuard no_grad;
+  const auto& in = layout_.in_groups;
+  const auto& out = layout_.out_groups;
+  storage_ = torch::zeros(storage_.sizes(), blocks_.front().options().requires_grad(false));
+  for (size_t b = 0; b < blocks_.size(); ++b) {
+    auto [j, i] = block_ids_[b];
+    auto view = storage_.narrow(0, out.offset(j), out.size(j)).narrow(1, in.offset(i), in.size(i));
+    view.copy_(blocks_[b]);
+    blocks_[b].set_data(view);
+  }
+  if (bias_storage_.defined()) {
+    bias_storage_ = torch::zeros(bias_storage_.sizes(), biases_.front().options().requires_grad(false));
+    for (size_t b = 0; b < biases_.size(); ++b) {
+      auto view = bias_per_input_group_ ? bias_storage_[static_cast<int64_t>(b)]
+                                        : bias_storage_.narrow(0, out.offset(static_cast<int64_t>(b)),
+                                                               out.size(static_cast<int64_t>(b)));
+      view.copy_(biases_[b]);
+      biases_[b].set_data(view);
+    }
+  }
+  expected_ptrs_.clear();
+  for (const auto& t : blocks_) expected_ptrs_.push_back(t.data_ptr());
+  for (const auto& t : biases_) expected_ptrs_.push_back(t.data_ptr());
+  invalidate();
+}
+
+const torch::Tensor& GroupedWeight::storage() {
+  sync();
+  return storage_;
+}
+
+bool GroupedWeight::requires_grad() const {
+  for (const auto& t : blocks_)
+    if (t.requires_grad()) return true;
+  for (const auto& t : biases_)
+    if (t.requires_grad()) return true;
+  return false;
+}
+
+uint64_t GroupedWeight::version_sum() const {
+  uint64_t sum = 0;
+  for (const auto& t : blocks_) sum += t._version();
+  for (const auto& t : biases_) sum += t._version();
+  return sum;
+}
+
+std::pair<torch::Tensor, torch::Tensor> GroupedWeight::packed_for_training(Config config) const {
+  const auto& in = layout_.in_groups;
+  const auto& out = layout_.out_groups;
+  const Config active_in = layout_.active_in(config);
+  const Config active_out = layout_.active_out(config);
+  std::vector<torch::Tensor> rows;
+  std::vector<torch::Tensor> out_biases;
+  size_t b = 0;
+  for (int64_t j = 0; j < out.num_groups(); ++j) {
+    std::vector<torch::Tensor> row;
+    for (int64_t i = 0; i < in.num_groups(); ++i) {
+      const bool exists = layout_.allowed(j, i);
+      const size_t index = b;
+      if (exists) ++b;
+      if (!active_out.contains(j) || !active_in.contains(i)) continue;
+      if (exists) {
+        row.push_back(blocks_[index]);
+      } else {
+        std::vector<int64_t> shape{out.size(j), in.size(i)};
+        shape.insert(shape.end(), kernel_.begin(), kernel_.end());
+        row.push_back(torch::zeros(shape, blocks_.front().options().requires_grad(false)));
+      }
+    }
+    if (!active_out.contains(j)) continue;
+    rows.push_back(row.size() == 1 ? row.front() : torch::cat(row, 1));
+    if (!biases_.empty() && !bias_per_input_group_) out_biases.push_back(biases_[j]);
+  }
+  torch::Tensor weight = rows.size() == 1 ? rows.front() : torch::cat(rows, 0);
+  torch::Tensor bias;
+  if (bias_per_input_group_ && !biases_.empty()) {
+    for (int64_t i = 0; i < in.num_groups(); ++i)
+      if (active_in.contains(i)) bias = bias.defined() ? bias + biases_[i] : biases_[i];
+  } else if (!out_biases.empty()) {
+    bias = out_biases.size() == 1 ? out_biases.front() : torch::cat(out_biases, 0);
+  }
+  return {weight, bias};
+}
+
+std::pair<torch::Tensor, torch::Tensor> GroupedWeight::packed_for_inference(Config config) {
+  sync();
+  const Config active_in = layout_.active_in(config);
+  const Config active_out = layout_.active_out(config);
+  const ChannelRange in_range = channel_range(layout_.in_groups, active_in);
+  const ChannelRange out_range = channel_range(layout_.out_groups, active_out);
+  const bool needs_sum = bias_per_input_group_ && bias_storage_.defined();
+  if (in_range.contiguous && out_range.contiguous && !needs_sum) {
+    auto weight = storage_.narrow(0, out_range.start, out_range.length).narrow(1, in_range.start, in_range.length);
+    torch::Tensor bias;
+    if (bias_storage_.defined()) bias = bias_storage_.narrow(0, out_range.start, out_range.length);
+    return {weight, bias};
+  }
+  // Gathered or summed: cache for the current config, revalidated by the parameters' versions.
+  const uint64_t version = version_sum();
+  if (cache_config_ == config && cache_version_ == version) return cache_;
+  torch::NoGradGuard no_grad;
+  auto weight = select_channels(select_channels(storage_, 0, layout_.out_groups, active_out), 1, layout_.in_groups,
+                                active_in);
+  torch::Tensor bias;
+  if (needs_sum) {
+    // One row per input group: select groups, not channels.
+    bias = select_channels(bias_storage_, 0, GroupSpec::equal(layout_.in_groups.num_groups(), layout_.in_groups.num_groups()),
+                           active_in)
+               .sum(0);
+  } else if (bias_storage_.defined()) {
+    bias = select_channels(bias_storage_, 0, layout_.out_groups, active_out);
+  }
+  cache_ = {weight.contiguous(), bias};
+  cache_config_ = config;
+  cache_version_ = version;
+  return cache_;
+}
+
+std::pair<torch::Tensor, torch::Tensor> GroupedWeight::group_for_inference(int64_t j, Config config) {
+  sync();
+  const auto& out = layout_.out_groups;
+  auto rows = storage_.narrow(0, out.offset(j), out.size(j));
+  auto weight = select_channels(rows, 1, layout_.in_groups, layout_.inputs_of(j, config));
+  torch::Tensor bias;
+  if (bias_storage_.defined() && !bias_per_input_group_) bias = bias_storage_.narrow(0, out.offset(j), out.size(j));
+  return {weight, bias};
+}
+
+}  // namespace detail
+}  // namespace nn
+}  // namespace dydnn
+
+namespace dydnn {
+namespace nn {
+namespace detail {
+
+void check_grouped_input(const GroupedLayout& layout, const torch::Tensor& input, Config config, int64_t rank,
+                         const char* shape, const std::string& who) {
+  DYDNN_CHECK_VALUE(input.defined(), "nn", "{}: the input tensor is undefined", who);
+  DYDNN_CHECK_VALUE(input.dim() == rank, "nn", "{}: expected a {}D input {} (got a {}D input of shape {})", who, rank,
+                    shape, input.dim(), fmt::join(input.sizes(), "x"));
+  const int64_t expected = layout.in_groups.channels_in(layout.active_in(config));
+  DYDNN_CHECK_VALUE(input.size(1) == expected, "nn",
+                    "{}: input has {} channels, but config {} needs {} (the active groups of {}{})", who,
+                    input.size(1), config.to_string(), expected, layout.in_groups.to_string(),
+                    layout.dense_input ? ", a dense input" : "");
+}
+
+namespace {
+
+// Where output group j's inputs sit inside the compact input of `config`.
+torch::Tensor slice_compact_input(const GroupedLayout& layout, const torch::Tensor& input, Config active_in,
+                                  Config wanted) {
+  if (wanted == active_in) return input;
+  std::vector<int64_t> indices;
+  int64_t compact = 0;
+  for (int64_t i = 0; i < layout.in_groups.num_groups(); ++i) {
+    if (!active_in.contains(i)) continue;
+    if (wanted.contains(i))
+      for (int64_t c = 0; c < layout.in_groups.size(i); ++c) indices.push_back(compact + c);
+    compact += layout.in_groups.size(i);
+  }
+  const bool contiguous = indices.back() - indices.front() + 1 == static_cast<int64_t>(indices.size());
+  if (contiguous) return input.narrow(1, indices.front(), static_cast<int64_t>(indices.size()));
+  return input.index_select(1, torch::tensor(indices, torch::TensorOptions().dtype(torch::kLong).device(input.device())));
+}
+
+}  // namespace
+
+torch::Tensor run_grouped(GroupedWeight& weight, const torch::Tensor& input, Config config, Execution execution,
+                          const GroupedOp& fast_op, const GroupedOp& autograd_op) {
+  if (torch::GradMode::is_enabled() && (weight.requires_grad() || input.requires_grad())) {
+    auto [w, b] = weight.packed_for_training(config);
+    return autograd_op(input, w, b);
+  }
+  const auto& layout = weight.layout();
+  if (execution == Execution::PerGroup && !layout.dense_output) {
+    const Config active_in = layout.active_in(config);
+    std::vector<torch::Tensor> outputs;
+    for (int64_t j : config.groups()) {
+      auto [w, b] = weight.group_for_inference(j, config);
+      outputs.push_back(fast_op(slice_compact_input(layout, input, active_in, layout.inputs_of(j, config)), w, b));
+    }
+    return outputs.size() == 1 ? outputs.front() : torch::cat(outputs, 1);
+  }
+  auto [w, b] = weight.packed_for_inference(config);
+  return fast_op(input, w, b);
+}
+
+}  // namespace detail
+}  // namespace nn
+}  // namespace dydnn

@@ -1,0 +1,47 @@
+#include <dydnn/errors.h>
+#include <dydnn/nn/execution.h>
+#include <dydnn/nn/kernels.h>
+
+#include <ATen/Context.h>
+#include <ATen/ops/conv2d.h>
+#include <ATen/ops/mkldnn_convolution.h>
+
+namespace dydnn {
+namespace nn {
+
+std::string to_string(Execution execution) {
+  switch (execution) {
+    case Execution::Auto: return "auto";
+    case Execution::Packed: return "packed";
+    case Execution::PerGroup: return "per_group";
+  }
+  return "auto";
+}
+
+Execution execution_from_string(const std::string& text) {
+  if (text == "auto") return Execution::Auto;
+  if (text == "packed") return Execution::Packed;
+  if (text == "per_group") return Execution::PerGroup;
+  detail::throw_value_error("nn", "Execution: unknown strategy '{}' (valid: auto, packed, per_group)", text);
+}
+
+bool uses_onednn(const torch::Tensor& t) {
+  return at::hasMKLDNN() && t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.layout() == torch::kStrided;
+}
+
+torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
+                          torch::IntArrayRef stride, torch::IntArrayRef padding) {
+  if (uses_onednn(input)) {
+    const int64_t dilation[2] = {1, 1};
+    return at::mkldnn_convolution(input, weight, bias, padding, stride, dilation, 1);
+  }
+  return at::conv2d(input, weight, bias, stride, padding);
+}
+
+torch::Tensor conv2d_default(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
+                             torch::IntArrayRef stride, torch::IntArrayRef padding) {
+  return at::conv2d(input, weight, bias, stride, padding);
+}
+
+}  // namespace nn
+}  // namespace dydnn
