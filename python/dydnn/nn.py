@@ -29,29 +29,42 @@ __all__ = [
 ]
 
 
+def _cpp_tensors(impl, kind: str):
+    """(name, tensor) pairs a C++ module owns directly; `kind` is "parameters" or "buffers"."""
+    own = getattr(impl, f"_named_{kind}", None)
+    if own is not None:  # a dydnn module
+        return own()
+    return list(getattr(impl, f"named_{kind}")(False).items())  # a plain torch::nn module (torch's binding)
+
+
+def _cpp_children(impl):
+    own = getattr(impl, "_named_children", None)
+    return own() if own is not None else list(impl.named_children().items())
+
+
 class _CppBacked(torch.nn.Module):
     """Mirrors a C++ ``torch::nn::Module``: same parameter/buffer tensors, same tree."""
 
     def __init__(self, impl):
         super().__init__()
         object.__setattr__(self, "_impl", impl)
-        for name, tensor in impl._named_parameters():
+        for name, tensor in _cpp_tensors(impl, "parameters"):
             tensor._is_param = True  # the very tensor C++ computes with, seen as a Parameter
             self.register_parameter(name, tensor)
-        for name, tensor in impl._named_buffers():
+        for name, tensor in _cpp_tensors(impl, "buffers"):
             self.register_buffer(name, tensor)
-        for name, child in impl._named_children():
+        for name, child in _cpp_children(impl):
             self.add_module(name, _CppBacked(child))
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self._impl._train(mode)
+        self._impl.train(mode)
         return self
 
     def _apply(self, fn):
         # torch.nn.Module._apply swaps parameter data in place but *replaces* buffers;
         # C++ must keep computing with the tensors Python sees, so move them back in.
-        cpp_buffers = dict(self._impl._named_buffers())
+        cpp_buffers = dict(_cpp_tensors(self._impl, "buffers"))
         super()._apply(fn)
         for name, cpp in cpp_buffers.items():
             new = self._buffers[name]

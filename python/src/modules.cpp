@@ -57,7 +57,7 @@ void bind_module_tree(Class& cls) {
              for (const auto& item : self.named_children()) out.emplace_back(item.key(), item.value());
              return out;
            })
-      .def("_train", [](Impl& self, bool mode) { self.train(mode); });
+      .def("train", [](Impl& self, bool mode) { self.train(mode); }, pybind11::arg("mode") = true);
 }
 
 template <typename Impl>
@@ -92,7 +92,7 @@ void bind_modules(py::module_& m) {
   using nn::DynamicBatchNorm2dImpl;
   using nn::DynamicNetImpl;
 
-  py::class_<DynamicConv2dImpl, torch::nn::Module, std::shared_ptr<DynamicConv2dImpl>> conv(m, "DynamicConv2d");
+  py::class_<DynamicConv2dImpl, std::shared_ptr<DynamicConv2dImpl>> conv(m, "DynamicConv2d");
   conv.def(py::init([](nn::GroupSpec in, nn::GroupSpec out, std::vector<int64_t> kernel, std::vector<int64_t> stride,
                        std::vector<int64_t> padding, bool bias, nn::Connectivity connectivity, bool dense_input,
                        nn::Execution execution) {
@@ -113,7 +113,7 @@ void bind_modules(py::module_& m) {
            py::arg("bias"), py::arg("connectivity"), py::arg("dense_input"), py::arg("execution"));
   bind_layer_common<DynamicConv2dImpl>(conv);
 
-  py::class_<DynamicLinearImpl, torch::nn::Module, std::shared_ptr<DynamicLinearImpl>> linear(m, "DynamicLinear");
+  py::class_<DynamicLinearImpl, std::shared_ptr<DynamicLinearImpl>> linear(m, "DynamicLinear");
   linear.def(py::init([](nn::GroupSpec in, nn::GroupSpec out, bool bias, nn::Connectivity connectivity, bool dense_input,
                          bool dense_output, bool bias_per_input_group, nn::Execution execution) {
                return std::make_shared<DynamicLinearImpl>(nn::DynamicLinearOptions(in, out)
@@ -128,7 +128,7 @@ void bind_modules(py::module_& m) {
              py::arg("dense_input"), py::arg("dense_output"), py::arg("bias_per_input_group"), py::arg("execution"));
   bind_layer_common<DynamicLinearImpl>(linear);
 
-  py::class_<DynamicBatchNorm2dImpl, torch::nn::Module, std::shared_ptr<DynamicBatchNorm2dImpl>> bn(m, "DynamicBatchNorm2d");
+  py::class_<DynamicBatchNorm2dImpl, std::shared_ptr<DynamicBatchNorm2dImpl>> bn(m, "DynamicBatchNorm2d");
   bn.def(py::init([](nn::GroupSpec groups, nn::Connectivity connectivity, double eps, double momentum) {
            return std::make_shared<DynamicBatchNorm2dImpl>(
                nn::DynamicBatchNorm2dOptions(groups).connectivity(connectivity).eps(eps).momentum(momentum));
@@ -139,7 +139,7 @@ void bind_modules(py::module_& m) {
       .def("num_slots", &DynamicBatchNorm2dImpl::num_slots, py::arg("group"));
   bind_layer_common<DynamicBatchNorm2dImpl>(bn);
 
-  py::class_<DynamicNetImpl, torch::nn::Module, std::shared_ptr<DynamicNetImpl>> net(m, "DynamicNet");
+  py::class_<DynamicNetImpl, std::shared_ptr<DynamicNetImpl>> net(m, "DynamicNet");
   bind_module_tree<DynamicNetImpl>(net);
   net.def(py::init([](const nn::NetSpec& spec) { return std::make_shared<DynamicNetImpl>(spec); }), py::arg("spec"))
       .def("set_config", [](DynamicNetImpl& n, const py::object& c) {

@@ -1,5 +1,6 @@
 #include <dydnn/errors.h>
 #include <dydnn/nn/dynamic_batch_norm2d.h>
+#include <dydnn/nn/detail/grouped_weight.h>
 
 #include <torch/torch.h>
 
@@ -87,7 +88,7 @@ uint64_t DynamicBatchNorm2dImpl::version_sum(Config config) const {
   uint64_t sum = 0;
   for (int64_t j : config.groups()) {
     const auto& s = slot(j, config);
-    sum += s.weight._version() + s.bias._version() + s.running_mean._version() + s.running_var._version();
+    sum += detail::version_of(s.weight) + detail::version_of(s.bias) + detail::version_of(s.running_mean) + detail::version_of(s.running_var);
   }
   return sum;
 }
@@ -152,6 +153,21 @@ torch::Tensor DynamicBatchNorm2dImpl::forward_at(const torch::Tensor& input, Con
     offset += n;
   }
   return outputs.size() == 1 ? outputs.front() : torch::cat(outputs, 1);
+}
+
+int64_t DynamicBatchNorm2dImpl::resident_bytes() const {
+  int64_t total = 0;
+  auto add = [&](const torch::Tensor& t) { total += static_cast<int64_t>(t.numel() * t.element_size()); };
+  for (const auto& group : slots_)
+    for (const auto& s : group) {
+      add(s.weight);
+      add(s.bias);
+      add(s.running_mean);
+      add(s.running_var);
+    }
+  for (const auto& entry : cache_)
+    for (const auto& t : entry.second.tensors) add(t);
+  return total;
 }
 
 StaticLayer DynamicBatchNorm2dImpl::static_layer(Config config) {

@@ -1,5 +1,6 @@
 #include <dydnn/errors.h>
 #include <dydnn/nn/dynamic_net.h>
+#include <dydnn/nn/kernels.h>
 
 #include <torch/torch.h>
 
@@ -97,7 +98,7 @@ torch::Tensor DynamicNetImpl::run(const torch::Tensor& input, Config config) {
       x = b.conv->forward(x, config);
       if (b.bn) x = b.bn->forward(x, config);
       if (l.relu) relu(x);
-      if (l.max_pool) x = torch::max_pool2d(x, l.max_pool, l.max_pool);
+      if (l.max_pool) x = max_pool2d_fast(x, l.max_pool);
       if (l.avg_pool) x = torch::avg_pool2d(x, l.avg_pool, l.avg_pool);
       if (l.global_avg_pool) x = torch::adaptive_avg_pool2d(x, {1, 1});
     } else {
@@ -190,6 +191,19 @@ std::vector<StaticLayer> DynamicNetImpl::static_layers(Config config) {
 }
 
 torch::nn::Sequential DynamicNetImpl::materialize(Config config) { return make_sequential(static_layers(config)); }
+
+int64_t DynamicNetImpl::resident_bytes() const {
+  int64_t total = 0;
+  for (const auto& b : blocks_) {
+    if (b.conv) total += b.conv->resident_bytes();
+    if (b.bn) total += b.bn->resident_bytes();
+    if (b.linear) total += b.linear->resident_bytes();
+  }
+  if (head_) total += head_->resident_bytes();
+  for (const auto& h : heads_)
+    for (const auto& p : h->parameters()) total += static_cast<int64_t>(p.numel() * p.element_size());
+  return total;
+}
 
 void DynamicNetImpl::set_frozen_statistics(int64_t group, bool frozen) {
   for (auto& b : blocks_)

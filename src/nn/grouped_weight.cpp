@@ -152,6 +152,11 @@ void GroupedWeight::relayout() {
   invalidate();
 }
 
+int64_t GroupedWeight::resident_bytes() const {
+  auto bytes = [](const torch::Tensor& t) { return t.defined() ? static_cast<int64_t>(t.numel() * t.element_size()) : 0; };
+  return bytes(storage_) + bytes(bias_storage_) + bytes(cache_.first) + bytes(cache_.second);
+}
+
 const torch::Tensor& GroupedWeight::storage() {
   sync();
   return storage_;
@@ -167,8 +172,8 @@ bool GroupedWeight::requires_grad() const {
 
 uint64_t GroupedWeight::version_sum() const {
   uint64_t sum = 0;
-  for (const auto& t : blocks_) sum += t._version();
-  for (const auto& t : biases_) sum += t._version();
+  for (const auto& t : blocks_) sum += detail::version_of(t);
+  for (const auto& t : biases_) sum += detail::version_of(t);
   return sum;
 }
 
@@ -216,32 +221,35 @@ std::pair<torch::Tensor, torch::Tensor> GroupedWeight::packed_for_inference(Conf
   const Config active_out = layout_.active_out(config);
   const ChannelRange in_range = channel_range(layout_.in_groups, active_in);
   const ChannelRange out_range = channel_range(layout_.out_groups, active_out);
-  const bool needs_sum = bias_per_input_group_ && bias_storage_.defined();
-  if (in_range.contiguous && out_range.contiguous && !needs_sum) {
-    auto weight = storage_.narrow(0, out_range.start, out_range.length).narrow(1, in_range.start, in_range.length);
-    torch::Tensor bias;
-    if (bias_storage_.defined()) bias = bias_storage_.narrow(0, out_range.start, out_range.length);
-    return {weight, bias};
-  }
-  // Gathered or summed: cache for the current config, revalidated by the parameters' versions.
+  const bool bias_sum = bias_per_input_group_ && bias_storage_.defined();
+  const bool weight_view = in_range.contiguous && out_range.contiguous;
+  torch::Tensor weight, bias;
+  if (weight_view)
+    weight = storage_.narrow(0, out_range.start, out_range.length).narrow(1, in_range.start, in_range.length);
+  if (bias_storage_.defined() && !bias_sum && out_range.contiguous)
+    bias = bias_storage_.narrow(0, out_range.start, out_range.length);
+  if (weight_view && (bias.defined() || !bias_storage_.defined())) return {weight, bias};
+  // Something must be computed (a gathered weight, a gathered or summed bias): cache it
+  // for the current config only, revalidated by the parameters' versions.
   const uint64_t version = version_sum();
-  if (cache_config_ == config && cache_version_ == version) return cache_;
-  torch::NoGradGuard no_grad;
-  auto weight = select_channels(select_channels(storage_, 0, layout_.out_groups, active_out), 1, layout_.in_groups,
-                                active_in);
-  torch::Tensor bias;
-  if (needs_sum) {
-    // One row per input group: select groups, not channels.
-    bias = select_channels(bias_storage_, 0, GroupSpec::equal(layout_.in_groups.num_groups(), layout_.in_groups.num_groups()),
-                           active_in)
-               .sum(0);
-  } else if (bias_storage_.defined()) {
-    bias = select_channels(bias_storage_, 0, layout_.out_groups, active_out);
+  if (cache_config_ != config || cache_version_ != version) {
+    torch::NoGradGuard no_grad;
+    cache_ = {};
+    if (!weight_view)
+      cache_.first = select_channels(select_channels(storage_, 0, layout_.out_groups, active_out), 1, layout_.in_groups,
+                                     active_in)
+                         .contiguous();
+    if (bias_sum) {
+      // One row per input group: select groups, not channels.
+      const auto rows = GroupSpec::equal(layout_.in_groups.num_groups(), layout_.in_groups.num_groups());
+      cache_.second = select_channels(bias_storage_, 0, rows, active_in).sum(0);
+    } else if (bias_storage_.defined() && !bias.defined()) {
+      cache_.second = select_channels(bias_storage_, 0, layout_.out_groups, active_out);
+    }
+    cache_config_ = config;
+    cache_version_ = version;
   }
-  cache_ = {weight.contiguous(), bias};
-  cache_config_ = config;
-  cache_version_ = version;
-  return cache_;
+  return {weight_view ? weight : cache_.first, bias.defined() ? bias : cache_.second};
 }
 
 std::pair<torch::Tensor, torch::Tensor> GroupedWeight::group_for_inference(int64_t j, Config config) {

@@ -5,6 +5,7 @@
 #include <ATen/Context.h>
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/mkldnn_convolution.h>
+#include <torch/torch.h>
 
 namespace dydnn {
 namespace nn {
@@ -36,6 +37,23 @@ torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weigh
     return at::mkldnn_convolution(input, weight, bias, padding, stride, dilation, 1);
   }
   return at::conv2d(input, weight, bias, stride, padding);
+}
+
+torch::Tensor max_pool2d_fast(const torch::Tensor& input, int64_t k) {
+  DYDNN_CHECK_VALUE(k >= 1, "nn", "max_pool2d_fast: window {} (valid: >= 1)", k);
+  DYDNN_CHECK_VALUE(input.dim() == 4, "nn", "max_pool2d_fast: expected a 4D input (got {}D)", input.dim());
+  const int64_t h = input.size(2) / k * k, w = input.size(3) / k * k;
+  DYDNN_CHECK_VALUE(h > 0 && w > 0, "nn", "max_pool2d_fast: window {} is larger than the {}x{} input", k, input.size(2),
+                    input.size(3));
+  using torch::indexing::Slice;
+  torch::Tensor out;
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j < k; ++j) {
+      auto grid = input.index({Slice(), Slice(), Slice(i, h, k), Slice(j, w, k)});
+      out = out.defined() ? torch::maximum(out, grid) : grid;
+    }
+  }
+  return k == 1 ? out.contiguous() : out;
 }
 
 torch::Tensor conv2d_default(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,

@@ -20,6 +20,15 @@ namespace {
 
 constexpr int kFormatVersion = 1;
 
+// "[dydnn.nn] text" -> "text", to wrap a nested error without repeating the tag.
+std::string without_prefix(const std::string& message) {
+  if (message.rfind("[dydnn.", 0) == 0) {
+    auto end = message.find("] ");
+    if (end != std::string::npos) return message.substr(end + 2);
+  }
+  return message;
+}
+
 // Parsing state for one spec text: every error names the source and line.
 class Parser {
  public:
@@ -121,13 +130,13 @@ class Parser {
       try {
         spec.configs.push_back(Config::parse(text_config, spec.groups));
       } catch (const ValueError& e) {
-        fail("bad config '{}': {}", text_config, e.what());
+        fail("bad config '{}': {}", text_config, without_prefix(e.what()));
       }
     }
     try {
       spec.validate();
     } catch (const ValueError& e) {
-      detail::throw_value_error("spec", "{}: {}", source_, e.what());
+      detail::throw_value_error("spec", "{}: {}", source_, without_prefix(e.what()));
     }
     return spec;
   }

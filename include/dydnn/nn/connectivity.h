@@ -25,9 +25,12 @@ enum class ConnectivityKind {
 /// of a `DynamicNet`.
 ///
 /// At a config `c`, an active output group `j` reads the active inputs it is allowed
-/// to: `c & inputs_of(j)`. Under every mask except `prefix` that set is the same in
-/// every valid config containing `j`, so a config's outputs never depend on groups
-/// outside it ("exact").
+/// to: `c & inputs_of(j)`, so a config's outputs never depend on groups outside it
+/// (except under `prefix`, whose configs are prefixes). Whether a group's inputs are
+/// the same in every config that holds it (`group_is_exact`) decides whether its
+/// BatchNorm needs more than one set of statistics: not under `incremental`,
+/// `independent` or fluid without cross edges; yes under `prefix` and for the later
+/// islands of fluid with cross edges.
 ///
 /// Example:
 /// \code

@@ -88,6 +88,8 @@ class DynamicConv2dImpl : public torch::nn::Cloneable<DynamicConv2dImpl> {
   /// Drops cached weight copies; needed only after changing parameters through
   /// `.data` (in-place updates through the parameters, `.to()` and `load` are seen).
   void invalidate_cache() { weight_.invalidate(); }
+  /// Bytes this layer holds: its weight storage, biases and cached copies.
+  int64_t resident_bytes() const { return weight_.resident_bytes(); }
 
   /// The options the layer was built with.
   DynamicConv2dOptions options;

@@ -79,6 +79,8 @@ class DynamicLinearImpl : public torch::nn::Cloneable<DynamicLinearImpl> {
   StaticLayer static_layer(Config config);
   /// Drops cached weight copies (see `DynamicConv2dImpl::invalidate_cache`).
   void invalidate_cache() { weight_.invalidate(); }
+  /// Bytes this layer holds: its weight storage, biases and cached copies.
+  int64_t resident_bytes() const { return weight_.resident_bytes(); }
 
   /// The options the layer was built with.
   DynamicLinearOptions options;

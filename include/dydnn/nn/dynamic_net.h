@@ -16,8 +16,8 @@ namespace nn {
 
 /// A dynamic DNN: one set of weights holding every valid config's sub-network.
 ///
-/// Layers are named `layers.<k>.conv|bn|linear` and the head `head`
-/// (`heads.<k>` for `per_config`). Shapes: input `[N, C, H, W]` of the spec ->
+/// Layer `k` of the spec is registered as `conv<k>` (+ `bn<k>`) or `linear<k>`; the
+/// head as `head` (`head_<config name>`, e.g. `head_AB`, for `per_config`). Shapes: input `[N, C, H, W]` of the spec ->
 /// logits `[N, classes]` at the current config.
 ///
 /// Example:
@@ -60,6 +60,9 @@ class DynamicNetImpl : public torch::nn::Module {
   /// (eval-mode semantics), holding only that sub-network's weights.
   torch::nn::Sequential materialize(Config config);
 
+  /// Bytes the net holds to run every config: weight storages, biases, BN statistics
+  /// and every cache (what N separate static models would replace).
+  int64_t resident_bytes() const;
   /// Freezes (or unfreezes) group `g`'s BN running statistics in every layer.
   void set_frozen_statistics(int64_t group, bool frozen);
   /// Sets the inference strategy of every grouped layer.

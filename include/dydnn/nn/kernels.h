@@ -22,6 +22,12 @@ bool uses_onednn(const torch::Tensor& t);
 torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
                           torch::IntArrayRef stride, torch::IntArrayRef padding);
 
+/// Max pooling with a `k x k` window and stride `k` (floor mode, no padding): the
+/// elementwise maximum of the `k*k` strided sub-grids. Equal to `torch::max_pool2d(x, k, k)`
+/// (NaN propagates in both) and, on LibTorch 1.13's CPU, about 9x faster for NCHW
+/// feature maps (measured in docs/kernels.md). `input` [N, C, H, W] -> [N, C, H/k, W/k].
+torch::Tensor max_pool2d_fast(const torch::Tensor& input, int64_t k);
+
 /// `torch::conv2d` through LibTorch's default dispatch (the reference for comparisons).
 torch::Tensor conv2d_default(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
                              torch::IntArrayRef stride, torch::IntArrayRef padding);

@@ -47,7 +47,7 @@ struct LayerSpec {
 ///
 /// Example:
 /// \code
-///   auto spec = NetSpec::load("examples/specs/fashion_mnist_default.spec");
+///   auto spec = NetSpec::load("python/dydnn/specs/fashion_mnist_default.spec");
 ///   auto net = DynamicNet(spec);
 /// \endcode
 struct NetSpec {

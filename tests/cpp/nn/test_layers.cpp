@@ -8,6 +8,7 @@
 #include <dydnn/nn/dynamic_batch_norm2d.h>
 #include <dydnn/nn/dynamic_conv2d.h>
 #include <dydnn/nn/dynamic_linear.h>
+#include <dydnn/nn/kernels.h>
 
 #include <catch2/catch.hpp>
 
@@ -273,4 +274,28 @@ TEST_CASE("Dynamic layers reject bad input with messages that name the value", "
   CHECK_THROWS_WITH(bn->forward(torch::randn({2, 3, 4, 4})), Contains("input has 3 channels, but config {0,1,2,3} needs 8"));
   CHECK_THROWS_WITH(DynamicBatchNorm2d(DynamicBatchNorm2dOptions(GroupSpec::equal(8, 4)).momentum(2)),
                     Contains("momentum 2"));
+}
+
+TEST_CASE("The fast kernels equal LibTorch's default ones", "[nn][kernels]") {
+  torch::manual_seed(6);
+  for (int64_t k : {1, 2, 3}) {
+    for (auto shape : {std::vector<int64_t>{1, 3, 7, 9}, std::vector<int64_t>{4, 5, 12, 12}}) {
+      INFO("window " << k << " shape " << shape);
+      auto x = torch::randn(shape);
+      x.index_put_({0, 0, 0, 0}, std::numeric_limits<float>::quiet_NaN());
+      auto expected = torch::max_pool2d(x, k, k);
+      auto got = max_pool2d_fast(x, k);
+      CHECK(got.sizes() == expected.sizes());
+      CHECK(torch::equal(got.nan_to_num(-1), expected.nan_to_num(-1)));
+    }
+  }
+  CHECK_THROWS_WITH(max_pool2d_fast(torch::randn({1, 1, 2, 2}), 3), Contains("window 3 is larger than the 2x2 input"));
+  auto x = torch::randn({1, 8, 14, 14});
+  auto w = torch::randn({16, 8, 3, 3});
+  auto b = torch::randn({16});
+  CHECK(torch::allclose(conv2d_fast(x, w, b, {1, 1}, {1, 1}), conv2d_default(x, w, b, {1, 1}, {1, 1}), 1e-4, 1e-4));
+  // A strided (non-contiguous) weight view, as a config's slice of the dense storage.
+  auto view = torch::randn({32, 16, 3, 3}).narrow(0, 0, 16).narrow(1, 0, 8);
+  CHECK(torch::allclose(conv2d_fast(x, view, b, {1, 1}, {1, 1}), conv2d_default(x, view.contiguous(), b, {1, 1}, {1, 1}),
+                        1e-4, 1e-4));
 }

@@ -82,7 +82,12 @@ class GroupedWeight {
   /// after a parameter's data was replaced) and re-points them into it.
   void relayout();
   /// Drops cached copies (call after changing parameters through `.data`).
-  void invalidate() { cache_config_ = Config(); }
+  void invalidate() {
+    cache_config_ = Config();
+    cache_ = {};
+  }
+  /// Bytes held: the dense storage, the biases and any cached gathered copy.
+  int64_t resident_bytes() const;
 
  private:
   void sync();
@@ -112,6 +117,10 @@ class GroupedWeight {
 namespace dydnn {
 namespace nn {
 namespace detail {
+
+/// A tensor's in-place version counter; 0 for inference tensors, which have none
+/// (their in-place changes are not seen by caches: call `invalidate_cache()`).
+inline uint64_t version_of(const torch::Tensor& t) { return t.is_inference() ? 0 : t._version(); }
 
 /// `(input, weight, bias) -> output` for one sub-layer.
 using GroupedOp = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>;
