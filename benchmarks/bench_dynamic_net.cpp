@@ -24,7 +24,7 @@ struct Options {
 };
 
 struct Settings {
-  int64_t warmup_small, reps_small, warmup_large, reps_large;
+  int64_t warmup_small, reps_small, warmup_large, reps_large, rounds;
 };
 
 Options parse_args(int argc, char** argv) {
@@ -65,6 +65,19 @@ std::string progress_line(size_t done, size_t total, const std::string& what) {
   return fmt::format("\r[bench] {:3d}% {:<60}", total ? 100 * done / total : 100, what);
 }
 
+// Each candidate timed in `rounds` interleaved rounds; per candidate the best round
+// median. Interleaving gives every candidate the same machine conditions, and the
+// best round filters out rounds disturbed by other processes.
+std::vector<double> compare(const std::vector<std::function<void()>>& candidates, int64_t warmup, int64_t reps,
+                            int64_t rounds) {
+  std::vector<double> best(candidates.size(), std::numeric_limits<double>::infinity());
+  const int64_t per_round = std::max<int64_t>(1, reps / rounds);
+  for (int64_t r = 0; r < rounds; ++r)
+    for (size_t k = 0; k < candidates.size(); ++k)
+      best[k] = std::min(best[k], runtime::measure_latency(candidates[k], r == 0 ? warmup : 2, per_round).median_us);
+  return best;
+}
+
 int64_t tensor_bytes(const torch::nn::Module& m) {
   int64_t total = 0;
   for (const auto& p : m.parameters()) total += p.numel() * p.element_size();
@@ -76,7 +89,7 @@ int64_t tensor_bytes(const torch::nn::Module& m) {
 
 int main(int argc, char** argv) try {
   const Options opt = parse_args(argc, argv);
-  const Settings s = opt.smoke ? Settings{1, 3, 1, 2} : Settings{50, 400, 5, 40};
+  const Settings s = opt.smoke ? Settings{1, 3, 1, 2, 1} : Settings{50, 1000, 5, 100, 5};
   torch::manual_seed(0);
 
   nn::DynamicNet net(nn::NetSpec::load(opt.spec));
@@ -109,18 +122,17 @@ int main(int argc, char** argv) try {
       for (size_t k = 0; k < configs.size(); ++k) {
         const Config c = configs[k];
         std::cerr << progress_line(rows.size(), total, fmt::format("latency {} batch {} threads {}", c.name(), batch, t));
-        auto time_net = [&](nn::Execution e) {
-          net->set_execution(e);
-          return runtime::measure_latency([&] { net->forward(x, c); }, warmup, reps).median_us;
+        auto with = [&](nn::Execution e) {
+          return [&, e] {
+            net->set_execution(e);
+            net->forward(x, c);
+          };
         };
-        Row r{c.name(), batch, t, net->macs(c), net->parameter_count(c), 0, 0, 0, 0, 0};
-        r.packed = time_net(nn::Execution::Packed);
-        r.per_group = time_net(nn::Execution::PerGroup);
-        r.automatic = time_net(nn::Execution::Auto);
         auto& seq = statics[k];
-        r.static_default = runtime::measure_latency([&] { seq->forward(x); }, warmup, reps).median_us;
-        r.static_fastest = runtime::measure_latency([&] { forward_fastest(seq, x); }, warmup, reps).median_us;
-        rows.push_back(r);
+        auto m = compare({with(nn::Execution::Packed), with(nn::Execution::PerGroup), with(nn::Execution::Auto),
+                          [&] { seq->forward(x); }, [&] { forward_fastest(seq, x); }},
+                         warmup, reps, s.rounds);
+        rows.push_back(Row{c.name(), batch, t, net->macs(c), net->parameter_count(c), m[0], m[1], m[2], m[3], m[4]});
       }
     }
   }
@@ -196,23 +208,30 @@ int main(int argc, char** argv) try {
         auto lin = std::dynamic_pointer_cast<nn::DynamicLinearImpl>(child.value());
         if (!conv && !lin) continue;
         const auto& in = inputs.at(next++);
-        auto time_layer = [&](nn::Execution e) {
-          if (conv) conv->options.execution(e);
-          else lin->options.execution(e);
-          return runtime::measure_latency([&] { conv ? conv->forward(in, c) : lin->forward(in, c); }, warmup, reps)
-              .median_us;
+        auto with = [&](nn::Execution e) -> std::function<void()> {
+          return [&, e] {
+            if (conv) {
+              conv->options.execution(e);
+              conv->forward(in, c);
+            } else {
+              lin->options.execution(e);
+              lin->forward(in, c);
+            }
+          };
         };
-        KernelRow r{child.key(), conv ? "conv2d" : "linear", c.name(), batch, time_layer(nn::Execution::Packed),
-                    time_layer(nn::Execution::PerGroup), 0, 0};
+        std::vector<std::function<void()>> candidates{with(nn::Execution::Packed), with(nn::Execution::PerGroup)};
+        torch::Tensor w, b;
         if (conv) {
           auto sl = conv->static_layer(c);
-          const auto& w = sl.tensors.at("weight");
-          const auto b = sl.tensors.count("bias") ? sl.tensors.at("bias") : torch::Tensor();
+          w = sl.tensors.at("weight");
+          if (sl.tensors.count("bias")) b = sl.tensors.at("bias");
           const auto stride = *conv->options.stride();
           const auto padding = *conv->options.padding();
-          r.conv_default = runtime::measure_latency([&] { nn::conv2d_default(in, w, b, stride, padding); }, warmup, reps).median_us;
-          r.conv_onednn = runtime::measure_latency([&] { nn::conv2d_fast(in, w, b, stride, padding); }, warmup, reps).median_us;
+          candidates.push_back([&, stride, padding] { nn::conv2d_default(in, w, b, stride, padding); });
+          candidates.push_back([&, stride, padding] { nn::conv2d_fast(in, w, b, stride, padding); });
         }
+        auto m = compare(candidates, warmup, reps, s.rounds);
+        KernelRow r{child.key(), conv ? "conv2d" : "linear", c.name(), batch, m[0], m[1], conv ? m[2] : 0, conv ? m[3] : 0};
         if (conv) conv->options.execution(nn::Execution::Auto);
         else lin->options.execution(nn::Execution::Auto);
         kernels.push_back(r);

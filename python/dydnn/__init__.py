@@ -7,7 +7,7 @@ import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C
 from ._C import Config, Connectivity, Execution, GroupSpec, NetSpec
-from . import nn
+from . import data, nn
 from .specs import spec_path, available_specs
 
 __version__ = "0.1.0"
@@ -18,6 +18,7 @@ __all__ = [
     "Execution",
     "GroupSpec",
     "NetSpec",
+    "data",
     "nn",
     "spec_path",
     "available_specs",

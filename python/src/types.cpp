@@ -33,7 +33,7 @@ nn::Config to_config(const py::handle& value, int64_t num_groups) {
     std::vector<int64_t> groups;
     for (auto item : value) {
       if (!py::isinstance<py::int_>(item) || py::isinstance<py::bool_>(item))
-        detail::throw_value_error("nn", "config entries must be group indices (ints), got {!r}",
+        detail::throw_value_error("nn", "config entries must be group indices (ints), got {}",
                                   py::repr(item).cast<std::string>());
       groups.push_back(item.cast<int64_t>());
     }

@@ -53,7 +53,7 @@ torch::Tensor DynamicConv2dImpl::forward_at(const torch::Tensor& input, Config c
   const auto stride = *options.stride();
   const auto padding = *options.padding();
   return detail::run_grouped(
-      weight_, input, config, options.execution(),
+      weight_, input, config, options.execution(), input.size(0) * input.size(2) * input.size(3),
       [&](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
         return conv2d_fast(x, w, b, stride, padding);
       },
