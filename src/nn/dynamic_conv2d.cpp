@@ -52,14 +52,12 @@ torch::Tensor DynamicConv2dImpl::forward_at(const torch::Tensor& input, Config c
   check_input(input, config);
   const auto stride = *options.stride();
   const auto padding = *options.padding();
-  return detail::run_grouped(
-      weight_, input, config, options.execution(), input.size(0) * input.size(2) * input.size(3),
-      [&](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-        return conv2d_fast(x, w, b, stride, padding);
-      },
-      [&](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-        return torch::conv2d(x, w, b, stride, padding);
-      });
+  // oneDNN's convolution has a backward too, so training takes the fast kernel as well.
+  auto op = [&](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+    return conv2d_fast(x, w, b, stride, padding);
+  };
+  return detail::run_grouped(weight_, input, config, options.execution(), input.size(0) * input.size(2) * input.size(3),
+                             op);
 }
 
 torch::Tensor DynamicConv2dImpl::forward(const torch::Tensor& input, Config config) {

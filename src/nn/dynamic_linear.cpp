@@ -54,7 +54,7 @@ torch::Tensor DynamicLinearImpl::forward_at(const torch::Tensor& input, Config c
   auto op = [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
     return torch::linear(x, w, b);
   };
-  return detail::run_grouped(weight_, input, config, options.execution(), 0, op, op);
+  return detail::run_grouped(weight_, input, config, options.execution(), 0, op);
 }
 
 torch::Tensor DynamicLinearImpl::forward(const torch::Tensor& input, Config config) {

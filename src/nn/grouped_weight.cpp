@@ -314,10 +314,10 @@ Execution resolve_auto(const GroupedLayout& layout, Config config, int64_t work)
 }
 
 torch::Tensor run_grouped(GroupedWeight& weight, const torch::Tensor& input, Config config, Execution execution,
-                          int64_t work, const GroupedOp& fast_op, const GroupedOp& autograd_op) {
+                          int64_t work, const GroupedOp& op) {
   if (torch::GradMode::is_enabled() && (weight.requires_grad() || input.requires_grad())) {
     auto [w, b] = weight.packed_for_training(config);
-    return autograd_op(input, w, b);
+    return op(input, w, b);
   }
   const auto& layout = weight.layout();
   if (execution == Execution::Auto) execution = resolve_auto(layout, config, work);
@@ -326,12 +326,12 @@ torch::Tensor run_grouped(GroupedWeight& weight, const torch::Tensor& input, Con
     std::vector<torch::Tensor> outputs;
     for (int64_t j : config.groups()) {
       auto [w, b] = weight.group_for_inference(j, config);
-      outputs.push_back(fast_op(slice_compact_input(layout, input, active_in, layout.inputs_of(j, config)), w, b));
+      outputs.push_back(op(slice_compact_input(layout, input, active_in, layout.inputs_of(j, config)), w, b));
     }
     return outputs.size() == 1 ? outputs.front() : torch::cat(outputs, 1);
   }
   auto [w, b] = weight.packed_for_inference(config);
-  return fast_op(input, w, b);
+  return op(input, w, b);
 }
 
 }  // namespace detail

@@ -16,7 +16,7 @@ namespace nn {
 /// Whether `conv2d_fast` uses oneDNN for tensors like `t` (CPU, float32, built with mkldnn).
 bool uses_onednn(const torch::Tensor& t);
 
-/// 2-D convolution without autograd. `input` [N, C_in, H, W], `weight`
+/// 2-D convolution (differentiable). `input` [N, C_in, H, W], `weight`
 /// [C_out, C_in, kh, kw] (may be a strided view), `bias` [C_out] or undefined.
 /// oneDNN directly on CPU float32; `torch::conv2d` elsewhere (CUDA, other dtypes).
 torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,

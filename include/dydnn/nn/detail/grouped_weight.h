@@ -130,11 +130,11 @@ using GroupedOp = std::function<torch::Tensor(const torch::Tensor&, const torch:
 void check_grouped_input(const GroupedLayout& layout, const torch::Tensor& input, Config config, int64_t rank,
                          const char* shape, const std::string& who);
 
-/// Runs a grouped layer at `config`: through `autograd_op` on the packed blocks when
-/// a gradient is needed, otherwise through `fast_op` with `execution` (`Auto` resolved
+/// Runs a grouped layer's `op` (differentiable) at `config`: on the blocks packed with
+/// `torch::cat` when a gradient is needed, otherwise with `execution` (`Auto` resolved
 /// with `work`, the number of output positions per weight: N x H x W, or 0 for linear).
 torch::Tensor run_grouped(GroupedWeight& weight, const torch::Tensor& input, Config config, Execution execution,
-                          int64_t work, const GroupedOp& fast_op, const GroupedOp& autograd_op);
+                          int64_t work, const GroupedOp& op);
 
 /// The strategy `Auto` picks for `layout` at `config` with `work` positions per weight.
 Execution resolve_auto(const GroupedLayout& layout, Config config, int64_t work);
