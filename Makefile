@@ -59,7 +59,7 @@ test: python
 	$(PY) -m pytest tests/python -q
 
 bench: python
-	$(BUILD)/benchmarks/bench_dynamic_net --out $(BUILD)/bench $(BENCH_ARGS)
+	$(BUILD)/benchmarks/bench_dynamic_net --out $(BUILD)/bench --docs docs/kernels.md $(BENCH_ARGS)
 
 docs: python
 	$(PY) docs/make_mask_pictures.py

@@ -6,6 +6,9 @@
 #include <dydnn/dydnn.h>
 
 #include <torch/torch.h>
+#include <torch/version.h>
+
+#include <thread>
 
 #include <filesystem>
 #include <fstream>
@@ -333,7 +336,25 @@ int main(int argc, char** argv) try {
   std::ofstream(opt.out + "/dynamic_net.json") << json;
   std::ofstream(opt.out + "/dynamic_net.md") << md;
   std::ofstream(opt.out + "/kernels.md") << kmd;
-  if (!opt.docs.empty()) std::ofstream(opt.docs) << kmd;
+  if (!opt.docs.empty()) {
+    std::ofstream docs(opt.docs);
+    docs << "# Measured kernels and the execution rule\n\n"
+         << "This page is written by `make bench` (benchmarks/bench_dynamic_net.cpp); every number below was "
+            "measured by that run, none is typed. Run with LibTorch "
+         << TORCH_VERSION << (at::hasMKLDNN() ? " (oneDNN enabled)" : " (no oneDNN)") << " on "
+         << std::thread::hardware_concurrency() << " hardware threads.\n\n"
+         << "What the numbers decided (see `Execution` in include/dydnn/nn/execution.h):\n\n"
+         << "- Convolutions call oneDNN (`mkldnn_convolution`) directly: at batch 1 torch's default `conv2d` "
+            "dispatch is several times slower for these channel counts (column `conv2d default`).\n"
+         << "- `Packed` (one call over a strided view of the dense storage) is the default: at batch 1 every extra "
+            "oneDNN call costs about 20 us, so one call per group loses.\n"
+         << "- `PerGroup` skips the zero blocks of `incremental`; it wins for the grouped-input convolution at "
+            "batch 32 with one thread, so `Auto` uses it there (N x H x W >= kPerGroupMinWork = 4096).\n"
+         << "- The stem (dense input) and linear layers always run packed.\n"
+         << "- Max pooling uses strided maxima (`max_pool2d_fast`): LibTorch 1.13's CPU `max_pool2d` was the "
+            "largest cost of the whole net at batch 32.\n\n"
+         << md.substr(md.find('\n') + 1) << "\n" << kmd.substr(kmd.find('\n') + 1);
+  }
   std::cout << md << "\n" << kmd << "\nwritten: " << opt.out << "/dynamic_net.json, dynamic_net.md, kernels.md\n";
   return 0;
 } catch (const std::exception& e) {

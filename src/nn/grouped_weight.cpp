@@ -217,6 +217,7 @@ std::pair<torch::Tensor, torch::Tensor> GroupedWeight::packed_for_training(Confi
 
 std::pair<torch::Tensor, torch::Tensor> GroupedWeight::packed_for_inference(Config config) {
   sync();
+  if (config == view_config_) return views_;
   const Config active_in = layout_.active_in(config);
   const Config active_out = layout_.active_out(config);
   const ChannelRange in_range = channel_range(layout_.in_groups, active_in);
@@ -228,7 +229,11 @@ std::pair<torch::Tensor, torch::Tensor> GroupedWeight::packed_for_inference(Conf
     weight = storage_.narrow(0, out_range.start, out_range.length).narrow(1, in_range.start, in_range.length);
   if (bias_storage_.defined() && !bias_sum && out_range.contiguous)
     bias = bias_storage_.narrow(0, out_range.start, out_range.length);
-  if (weight_view && (bias.defined() || !bias_storage_.defined())) return {weight, bias};
+  if (weight_view && (bias.defined() || !bias_storage_.defined())) {
+    view_config_ = config;
+    views_ = {weight, bias};
+    return views_;
+  }
   // Something must be computed (a gathered weight, a gathered or summed bias): cache it
   // for the current config only, revalidated by the parameters' versions.
   const uint64_t version = version_sum();

@@ -45,11 +45,10 @@ torch::Tensor max_pool2d_fast(const torch::Tensor& input, int64_t k) {
   const int64_t h = input.size(2) / k * k, w = input.size(3) / k * k;
   DYDNN_CHECK_VALUE(h > 0 && w > 0, "nn", "max_pool2d_fast: window {} is larger than the {}x{} input", k, input.size(2),
                     input.size(3));
-  using torch::indexing::Slice;
   torch::Tensor out;
   for (int64_t i = 0; i < k; ++i) {
     for (int64_t j = 0; j < k; ++j) {
-      auto grid = input.index({Slice(), Slice(), Slice(i, h, k), Slice(j, w, k)});
+      auto grid = input.slice(2, i, h, k).slice(3, j, w, k);
       out = out.defined() ? torch::maximum(out, grid) : grid;
     }
   }

@@ -85,6 +85,8 @@ class GroupedWeight {
   void invalidate() {
     cache_config_ = Config();
     cache_ = {};
+    view_config_ = Config();
+    views_ = {};
   }
   /// Bytes held: the dense storage, the biases and any cached gathered copy.
   int64_t resident_bytes() const;
@@ -103,6 +105,10 @@ class GroupedWeight {
   std::vector<std::pair<int64_t, int64_t>> block_ids_;  // (j, i) of each block
   std::vector<torch::Tensor> biases_;   // views into bias_storage_
   std::vector<const void*> expected_ptrs_;
+  // The last config's weight/bias views: building them costs a few view ops per call,
+  // which matters at batch 1; views share the storage, so in-place updates show.
+  Config view_config_;
+  std::pair<torch::Tensor, torch::Tensor> views_;
   Config cache_config_;
   uint64_t cache_version_ = 0;
   std::pair<torch::Tensor, torch::Tensor> cache_;
