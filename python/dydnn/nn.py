@@ -186,33 +186,18 @@ class DynamicBatchNorm2d(_DynamicLayer):
         return self._impl.num_slots(group)
 
 
-class DynamicNet(_CppBacked):
+class DynamicNet(_DynamicLayer):
     """A dynamic DNN built from a spec (a :class:`dydnn.NetSpec`, spec text, a path, or a shipped spec name).
 
     ``net.set_config("AB")`` switches the sub-network in place; ``net.configs`` lists the
     valid ones; ``net.materialize(config)`` returns a plain ``torch.nn.Sequential``.
+    ``net(x, config)`` gives logits ``[N, classes]`` at ``config`` (default: the current one).
     """
 
     def __init__(self, spec: Union[NetSpec, str, os.PathLike]):
         super().__init__(_C.DynamicNet(_load_spec(spec)))
 
-    def forward(self, input: torch.Tensor, config: ConfigLike | None = None) -> torch.Tensor:
-        """Logits ``[N, classes]`` at ``config`` (default: the current one)."""
-        if config is None:
-            return self._impl.forward(input)
-        return self._impl.forward_at(input, config)
-
-    def set_config(self, config: ConfigLike) -> None:
-        """Selects the sub-network; raises ``ValueError``/``IndexError`` listing the valid configs."""
-        self._impl.set_config(config)
-
-    @property
-    def config(self) -> Config:
-        return self._impl.config
-
-    @property
-    def configs(self) -> List[Config]:
-        return list(self._impl.configs)
+    __repr__ = torch.nn.Module.__repr__  # the layer tree, each layer printed by C++
 
     @property
     def connectivity(self) -> Connectivity:

@@ -70,7 +70,7 @@ template <typename Impl, typename Class>
 void bind_layer_common(Class& cls) {
   bind_module_tree<Impl>(cls);
   cls.def("set_config", [](Impl& m, const py::object& c) { m.set_config(to_config(c, groups_of(m))); })
-      .def_property_readonly("config", &Impl::config)
+      .def_property_readonly("config", [](const Impl& m) { return m.config(); })
       .def_property_readonly("connectivity", [](const Impl& m) { return m.options.connectivity(); })
       .def("forward", [](Impl& m, const torch::Tensor& x) { return m.forward(x); })
       .def("forward_at", [](Impl& m, const torch::Tensor& x, const py::object& c) {

@@ -14,7 +14,9 @@ DynamicConv2dOptions::DynamicConv2dOptions(GroupSpec in_groups, GroupSpec out_gr
       kernel_size_(kernel_size),
       connectivity_(Connectivity::incremental(std::max<int64_t>(out_groups_.num_groups(), 1))) {}
 
-DynamicConv2dImpl::DynamicConv2dImpl(DynamicConv2dOptions options_) : options(std::move(options_)) { reset(); }
+DynamicConv2dImpl::DynamicConv2dImpl(DynamicConv2dOptions options_) : GroupedLayerImpl(std::move(options_)) {
+  reset();
+}
 
 void DynamicConv2dImpl::reset() {
   for (auto k : *options.kernel_size())
@@ -37,19 +39,8 @@ void DynamicConv2dImpl::pretty_print(std::ostream& stream) const {
                         options.connectivity().name(), config_.to_string());
 }
 
-void DynamicConv2dImpl::set_config(Config config) {
-  options.connectivity().check_valid(config, "DynamicConv2d");
-  config_ = config;
-}
-
-void DynamicConv2dImpl::check_input(const torch::Tensor& input, Config config) const {
-  detail::check_grouped_input(weight_.layout(), input, config, 4, "[N, C, H, W]", "DynamicConv2d");
-}
-
-torch::Tensor DynamicConv2dImpl::forward(const torch::Tensor& input) { return forward_at(input, config_); }
-
 torch::Tensor DynamicConv2dImpl::forward_at(const torch::Tensor& input, Config config) {
-  check_input(input, config);
+  detail::check_grouped_input(weight_.layout(), input, config, 4, "[N, C, H, W]", kName);
   const auto stride = *options.stride();
   const auto padding = *options.padding();
   // oneDNN's convolution has a backward too, so training takes the fast kernel as well.
@@ -60,21 +51,12 @@ torch::Tensor DynamicConv2dImpl::forward_at(const torch::Tensor& input, Config c
                              op);
 }
 
-torch::Tensor DynamicConv2dImpl::forward(const torch::Tensor& input, Config config) {
-  options.connectivity().check_valid(config, "DynamicConv2d");
-  return forward_at(input, config);
-}
-
 StaticLayer DynamicConv2dImpl::static_layer(Config config) {
-  options.connectivity().check_valid(config, "DynamicConv2d");
-  torch::NoGradGuard no_grad;
-  auto [w, b] = weight_.packed_for_inference(config);
-  StaticLayer layer{"conv2d", {{"weight", w.clone(torch::MemoryFormat::Contiguous)}}, {{"stride_h", (*options.stride())[0]},
-                                                                      {"stride_w", (*options.stride())[1]},
-                                                                      {"padding_h", (*options.padding())[0]},
-                                                                      {"padding_w", (*options.padding())[1]}}, {}};
-  if (b.defined()) layer.tensors["bias"] = b.clone();
-  return layer;
+  return static_layer_of(config, "conv2d",
+                         {{"stride_h", (*options.stride())[0]},
+                          {"stride_w", (*options.stride())[1]},
+                          {"padding_h", (*options.padding())[0]},
+                          {"padding_w", (*options.padding())[1]}});
 }
 
 torch::nn::Conv2d DynamicConv2dImpl::materialize(Config config) { return make_conv2d(static_layer(config)); }

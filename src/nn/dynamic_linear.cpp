@@ -17,7 +17,9 @@ DynamicLinearOptions::DynamicLinearOptions(GroupSpec in_groups, GroupSpec out_gr
       out_groups_(std::move(out_groups)),
       connectivity_(Connectivity::incremental(grouped_side_count(in_groups_, out_groups_))) {}
 
-DynamicLinearImpl::DynamicLinearImpl(DynamicLinearOptions options_) : options(std::move(options_)) { reset(); }
+DynamicLinearImpl::DynamicLinearImpl(DynamicLinearOptions options_) : GroupedLayerImpl(std::move(options_)) {
+  reset();
+}
 
 void DynamicLinearImpl::reset() {
   DYDNN_CHECK_VALUE(!options.bias_per_input_group() || options.dense_output(), "nn",
@@ -38,38 +40,15 @@ void DynamicLinearImpl::pretty_print(std::ostream& stream) const {
                         options.connectivity().name(), config_.to_string());
 }
 
-void DynamicLinearImpl::set_config(Config config) {
-  options.connectivity().check_valid(config, "DynamicLinear");
-  config_ = config;
-}
-
-void DynamicLinearImpl::check_input(const torch::Tensor& input, Config config) const {
-  detail::check_grouped_input(weight_.layout(), input, config, 2, "[N, features]", "DynamicLinear");
-}
-
-torch::Tensor DynamicLinearImpl::forward(const torch::Tensor& input) { return forward_at(input, config_); }
-
 torch::Tensor DynamicLinearImpl::forward_at(const torch::Tensor& input, Config config) {
-  check_input(input, config);
+  detail::check_grouped_input(weight_.layout(), input, config, 2, "[N, features]", kName);
   auto op = [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
     return torch::linear(x, w, b);
   };
   return detail::run_grouped(weight_, input, config, options.execution(), 0, op);
 }
 
-torch::Tensor DynamicLinearImpl::forward(const torch::Tensor& input, Config config) {
-  options.connectivity().check_valid(config, "DynamicLinear");
-  return forward_at(input, config);
-}
-
-StaticLayer DynamicLinearImpl::static_layer(Config config) {
-  options.connectivity().check_valid(config, "DynamicLinear");
-  torch::NoGradGuard no_grad;
-  auto [w, b] = weight_.packed_for_inference(config);
-  StaticLayer layer{"linear", {{"weight", w.clone(torch::MemoryFormat::Contiguous)}}, {}, {}};
-  if (b.defined()) layer.tensors["bias"] = b.clone();
-  return layer;
-}
+StaticLayer DynamicLinearImpl::static_layer(Config config) { return static_layer_of(config, "linear", {}); }
 
 torch::nn::Linear DynamicLinearImpl::materialize(Config config) { return make_linear(static_layer(config)); }
 

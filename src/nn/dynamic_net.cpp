@@ -74,6 +74,13 @@ void DynamicNetImpl::check_config(Config config) const { connectivity_.check_val
 void DynamicNetImpl::set_config(Config config) {
   check_config(config);
   config_ = config;
+  // The layers follow, so that each one reports (and runs standalone at) the net's config.
+  for (auto& b : blocks_) {
+    if (b.conv) b.conv->set_config(config);
+    if (b.bn) b.bn->set_config(config);
+    if (b.linear) b.linear->set_config(config);
+  }
+  if (head_) head_->set_config(config);
 }
 
 torch::Tensor DynamicNetImpl::forward(const torch::Tensor& input) { return run(input, config_); }

@@ -4,14 +4,13 @@
 
 #include <dydnn/nn/config.h>
 #include <dydnn/nn/connectivity.h>
-#include <dydnn/nn/detail/grouped_weight.h>
+#include <dydnn/nn/detail/grouped_layer.h>
 #include <dydnn/nn/execution.h>
 #include <dydnn/nn/group_spec.h>
 #include <dydnn/nn/static_layer.h>
 
 #include <torch/arg.h>
 #include <torch/expanding_array.h>
-#include <torch/nn/cloneable.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
 
@@ -63,42 +62,25 @@ struct DynamicConv2dOptions {
 /// Shapes: input `[N, in_groups.channels_in(config), H, W]` (all channels when
 /// `dense_input`) -> output `[N, out_groups.channels_in(config), H', W']`.
 /// Thread-safety: `forward` on one instance is not thread-safe (it may refresh a cache).
-class DynamicConv2dImpl : public torch::nn::Cloneable<DynamicConv2dImpl> {
+/// Config handling (`set_config`, `config`, `forward(input[, config])`,
+/// `invalidate_cache`, `resident_bytes`, `options`) comes from `detail::GroupedLayerImpl`.
+class DynamicConv2dImpl : public detail::GroupedLayerImpl<DynamicConv2dImpl, DynamicConv2dOptions> {
  public:
+  static constexpr const char* kName = "DynamicConv2d";
   explicit DynamicConv2dImpl(DynamicConv2dOptions options);
   void reset() override;
   void pretty_print(std::ostream& stream) const override;
-
-  /// Selects the sub-network for later `forward(input)` calls. Throws `ValueError`
-  /// (or `IndexError`) when `config` is not valid for the connectivity.
-  void set_config(Config config);
-  /// The current config (the full one after construction).
-  Config config() const { return config_; }
-  /// Runs at the current config.
-  torch::Tensor forward(const torch::Tensor& input);
-  /// Runs at `config` (validated) without changing the current one.
-  torch::Tensor forward(const torch::Tensor& input, Config config);
 
   /// A plain `torch::nn::Conv2d` holding exactly this config's weights (zeros where the
   /// mask forbids a block) that computes what `forward` computes at `config`.
   torch::nn::Conv2d materialize(Config config);
   /// The layer at `config` as plain tensors: "weight" (dense, zeros where the mask
-  /// forbids a block) and "bias", copied.
+  /// forbids a block) and "bias", copied; stride and padding.
   StaticLayer static_layer(Config config);
-  /// Drops cached weight copies; needed only after changing parameters through
-  /// `.data` (in-place updates through the parameters, `.to()` and `load` are seen).
-  void invalidate_cache() { weight_.invalidate(); }
-  /// Bytes this layer holds: its weight storage, biases and cached copies.
-  int64_t resident_bytes() const { return weight_.resident_bytes(); }
-
-  /// The options the layer was built with.
-  DynamicConv2dOptions options;
 
  private:
-  void check_input(const torch::Tensor& input, Config config) const;
+  friend class detail::GroupedLayerImpl<DynamicConv2dImpl, DynamicConv2dOptions>;
   torch::Tensor forward_at(const torch::Tensor& input, Config config);
-  Config config_;
-  detail::GroupedWeight weight_;
 };
 
 /// A `ModuleHolder` for `DynamicConv2dImpl` (see LibTorch's `TORCH_MODULE`).

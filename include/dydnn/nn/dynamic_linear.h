@@ -4,13 +4,12 @@
 
 #include <dydnn/nn/config.h>
 #include <dydnn/nn/connectivity.h>
-#include <dydnn/nn/detail/grouped_weight.h>
+#include <dydnn/nn/detail/grouped_layer.h>
 #include <dydnn/nn/execution.h>
 #include <dydnn/nn/group_spec.h>
 #include <dydnn/nn/static_layer.h>
 
 #include <torch/arg.h>
-#include <torch/nn/cloneable.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
@@ -57,39 +56,23 @@ struct DynamicLinearOptions {
 /// per output group (or `bias_in<i>` per input group with `bias_per_input_group`).
 /// Shapes: input `[N, in_groups.channels_in(config)]` -> `[N, out_groups.channels_in(config)]`.
 /// Thread-safety: `forward` on one instance is not thread-safe (it may refresh a cache).
-class DynamicLinearImpl : public torch::nn::Cloneable<DynamicLinearImpl> {
+/// Config handling comes from `detail::GroupedLayerImpl` (see `DynamicConv2dImpl`).
+class DynamicLinearImpl : public detail::GroupedLayerImpl<DynamicLinearImpl, DynamicLinearOptions> {
  public:
+  static constexpr const char* kName = "DynamicLinear";
   explicit DynamicLinearImpl(DynamicLinearOptions options);
   void reset() override;
   void pretty_print(std::ostream& stream) const override;
 
-  /// Selects the sub-network for later `forward(input)` calls (validated).
-  void set_config(Config config);
-  /// The current config (the full one after construction).
-  Config config() const { return config_; }
-  /// Runs at the current config.
-  torch::Tensor forward(const torch::Tensor& input);
-  /// Runs at `config` (validated) without changing the current one.
-  torch::Tensor forward(const torch::Tensor& input, Config config);
-
   /// A plain `torch::nn::Linear` computing what `forward` computes at `config`.
   torch::nn::Linear materialize(Config config);
-  /// The layer at `config` as plain tensors: "weight" (dense, zeros where the mask
-  /// forbids a block) and "bias", copied.
+  /// The layer at `config` as plain tensors: "weight" `[out_active, in_active]` (dense,
+  /// zeros where the mask forbids a block) and "bias", copied.
   StaticLayer static_layer(Config config);
-  /// Drops cached weight copies (see `DynamicConv2dImpl::invalidate_cache`).
-  void invalidate_cache() { weight_.invalidate(); }
-  /// Bytes this layer holds: its weight storage, biases and cached copies.
-  int64_t resident_bytes() const { return weight_.resident_bytes(); }
-
-  /// The options the layer was built with.
-  DynamicLinearOptions options;
 
  private:
-  void check_input(const torch::Tensor& input, Config config) const;
+  friend class detail::GroupedLayerImpl<DynamicLinearImpl, DynamicLinearOptions>;
   torch::Tensor forward_at(const torch::Tensor& input, Config config);
-  Config config_;
-  detail::GroupedWeight weight_;
 };
 
 /// A `ModuleHolder` for `DynamicLinearImpl`.

@@ -1,0 +1,71 @@
+#pragma once
+/// \file
+/// Internal: what `DynamicConv2d` and `DynamicLinear` share (config handling, the
+/// grouped weight, the static description).
+
+#include <dydnn/nn/config.h>
+#include <dydnn/nn/detail/grouped_weight.h>
+#include <dydnn/nn/static_layer.h>
+
+#include <torch/nn/cloneable.h>
+
+#include <map>
+#include <string>
+
+namespace dydnn {
+namespace nn {
+namespace detail {
+
+/// CRTP base of the grouped layers. `Derived` provides `static constexpr const char*
+/// kName`, `reset()` (which builds `weight_`) and `forward_at(input, config)`.
+template <typename Derived, typename Options>
+class GroupedLayerImpl : public torch::nn::Cloneable<Derived> {
+ public:
+  explicit GroupedLayerImpl(Options options_) : options(std::move(options_)) {}
+
+  /// Selects the sub-network for later `forward(input)` calls. Throws `ValueError`
+  /// (or `IndexError`) listing the valid configs when `config` is not one of them.
+  void set_config(Config config) {
+    options.connectivity().check_valid(config, Derived::kName);
+    config_ = config;
+  }
+  /// The current config (the full one after construction).
+  Config config() const { return config_; }
+  /// Runs at the current config.
+  torch::Tensor forward(const torch::Tensor& input) { return derived().forward_at(input, config_); }
+  /// Runs at `config` (validated) without changing the current one.
+  torch::Tensor forward(const torch::Tensor& input, Config config) {
+    options.connectivity().check_valid(config, Derived::kName);
+    return derived().forward_at(input, config);
+  }
+  /// Drops cached weight copies; needed only after changing parameters through
+  /// `.data` (in-place updates through the parameters, `.to()` and loading are seen).
+  void invalidate_cache() { weight_.invalidate(); }
+  /// Bytes this layer holds: its weight storage, biases and cached copies.
+  int64_t resident_bytes() const { return weight_.resident_bytes(); }
+
+  /// The options the layer was built with.
+  Options options;
+
+ protected:
+  /// The layer at `config` as a `StaticLayer` of `kind` with `ints`: the dense weight
+  /// (zeros where the mask forbids a block) and the bias, copied.
+  StaticLayer static_layer_of(Config config, const char* kind, std::map<std::string, int64_t> ints) {
+    options.connectivity().check_valid(config, Derived::kName);
+    torch::NoGradGuard no_grad;
+    auto [w, b] = weight_.packed_for_inference(config);
+    StaticLayer layer{kind, {{"weight", w.clone(torch::MemoryFormat::Contiguous)}}, std::move(ints), {}};
+    if (b.defined()) layer.tensors["bias"] = b.clone();
+    return layer;
+  }
+
+  Config config_;
+  GroupedWeight weight_;
+
+ private:
+  Derived& derived() { return static_cast<Derived&>(*this); }
+};
+
+}  // namespace detail
+}  // namespace nn
+}  // namespace dydnn
