@@ -140,6 +140,7 @@ def main(argv=None):
     if args.images < 0 or args.threads < 1 or args.repetitions < 1 or args.warmup < 0:
         sys.exit("demo.py: need --images >= 0, --threads >= 1, --repetitions >= 1, --warmup >= 0")
     torch.set_num_threads(args.threads)
+    dydnn.retain_freed_memory()  # repeated inference must not page-fault its activations (docs/kernels.md)
     torch.manual_seed(0)
     started = time.perf_counter()
     net = dydnn.nn.DynamicNet(args.spec).eval()

@@ -14,5 +14,6 @@
 #include <dydnn/nn/kernels.h>
 #include <dydnn/nn/spec.h>
 #include <dydnn/nn/static_layer.h>
+#include <dydnn/runtime/allocator.h>
 #include <dydnn/runtime/latency.h>
 #include <dydnn/version.h>

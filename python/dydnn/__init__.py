@@ -6,7 +6,7 @@ layers and `DynamicNet`, all `torch.nn.Module`s backed by the C++ library.
 import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C
-from ._C import Config, Connectivity, Execution, GroupSpec, NetSpec
+from ._C import Config, Connectivity, Execution, GroupSpec, NetSpec, retain_freed_memory
 from . import data, nn
 from .specs import spec_path, available_specs
 
@@ -20,6 +20,7 @@ __all__ = [
     "NetSpec",
     "data",
     "nn",
+    "retain_freed_memory",
     "spec_path",
     "available_specs",
     "__version__",

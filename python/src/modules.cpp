@@ -3,6 +3,7 @@
 #include "bindings.h"
 
 #include <dydnn/nn/dynamic_net.h>
+#include <dydnn/runtime/allocator.h>
 #include <dydnn/runtime/latency.h>
 
 #include <torch/extension.h>
@@ -87,6 +88,9 @@ void bind_layer_common(Class& cls) {
 }  // namespace
 
 void bind_modules(py::module_& m) {
+  m.def("retain_freed_memory", &runtime::retain_freed_memory, py::arg("max_block_bytes") = size_t{256} << 20,
+        "Keeps large freed blocks in the process (glibc mallopt) so repeated inference does not page-fault "
+        "its activations again; process-wide, call once at start-up. Returns False where the C library is not glibc.");
   using nn::DynamicConv2dImpl;
   using nn::DynamicLinearImpl;
   using nn::DynamicBatchNorm2dImpl;

@@ -1,5 +1,6 @@
 #include <dydnn/errors.h>
 #include <dydnn/nn/dynamic_linear.h>
+#include <dydnn/nn/kernels.h>
 
 #include <torch/torch.h>
 
@@ -42,9 +43,7 @@ void DynamicLinearImpl::pretty_print(std::ostream& stream) const {
 
 torch::Tensor DynamicLinearImpl::forward_at(const torch::Tensor& input, Config config) {
   detail::check_grouped_input(weight_.layout(), input, config, 2, "[N, features]", kName);
-  auto op = [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-    return torch::linear(x, w, b);
-  };
+  auto op = [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) { return linear_fast(x, w, b); };
   return detail::run_grouped(weight_, input, config, options.execution(), 0, op);
 }
 

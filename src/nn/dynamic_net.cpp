@@ -104,8 +104,9 @@ torch::Tensor DynamicNetImpl::run(const torch::Tensor& input, Config config) {
     if (b.conv) {
       x = b.conv->forward(x, config);
       if (b.bn) x = b.bn->forward(x, config);
-      if (l.relu) relu(x);
+      // ReLU and max pooling commute: pooling first leaves k*k times fewer elements.
       if (l.max_pool) x = max_pool2d_fast(x, l.max_pool);
+      if (l.relu) relu(x);
       if (l.avg_pool) x = torch::avg_pool2d(x, l.avg_pool, l.avg_pool);
       if (l.global_avg_pool) x = torch::adaptive_avg_pool2d(x, {1, 1});
     } else {

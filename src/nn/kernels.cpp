@@ -39,20 +39,36 @@ torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weigh
   return at::conv2d(input, weight, bias, stride, padding);
 }
 
+torch::Tensor linear_fast(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (uses_onednn(input) && input.dim() == 2 &&
+      input.size(0) * weight.size(0) * weight.size(1) >= kOneDnnLinearMinMacs) {
+    const int64_t zero[2] = {0, 0}, one[2] = {1, 1};
+    auto out = at::mkldnn_convolution(input.reshape({input.size(0), input.size(1), 1, 1}),
+                                      weight.unsqueeze(-1).unsqueeze(-1), bias, zero, one, one, 1);
+    return out.view({input.size(0), weight.size(0)});
+  }
+  return torch::linear(input, weight, bias);
+}
+
 torch::Tensor max_pool2d_fast(const torch::Tensor& input, int64_t k) {
   DYDNN_CHECK_VALUE(k >= 1, "nn", "max_pool2d_fast: window {} (valid: >= 1)", k);
   DYDNN_CHECK_VALUE(input.dim() == 4, "nn", "max_pool2d_fast: expected a 4D input (got {}D)", input.dim());
   const int64_t h = input.size(2) / k * k, w = input.size(3) / k * k;
   DYDNN_CHECK_VALUE(h > 0 && w > 0, "nn", "max_pool2d_fast: window {} is larger than the {}x{} input", k, input.size(2),
                     input.size(3));
-  torch::Tensor out;
+  if (k == 1) return input.contiguous();
+  // Rows first: those maxima read whole contiguous rows; the columns then read half as much.
+  torch::Tensor rows;
   for (int64_t i = 0; i < k; ++i) {
-    for (int64_t j = 0; j < k; ++j) {
-      auto grid = input.slice(2, i, h, k).slice(3, j, w, k);
-      out = out.defined() ? torch::maximum(out, grid) : grid;
-    }
+    auto slice = input.slice(2, i, h, k).slice(3, 0, w);
+    rows = rows.defined() ? torch::maximum(rows, slice) : slice;
   }
-  return k == 1 ? out.contiguous() : out;
+  torch::Tensor out;
+  for (int64_t j = 0; j < k; ++j) {
+    auto slice = rows.slice(3, j, w, k);
+    out = out.defined() ? torch::maximum(out, slice) : slice;
+  }
+  return out;
 }
 
 torch::Tensor conv2d_default(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,

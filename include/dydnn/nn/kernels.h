@@ -22,6 +22,15 @@ bool uses_onednn(const torch::Tensor& t);
 torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
                           torch::IntArrayRef stride, torch::IntArrayRef padding);
 
+/// The multiply-accumulates (N x in x out) from which `linear_fast` uses oneDNN.
+constexpr int64_t kOneDnnLinearMinMacs = 100000;
+
+/// Linear layer (differentiable). `input` [N, in], `weight` [out, in] (may be a strided
+/// view), `bias` [out] or undefined. On CPU float32 with at least `kOneDnnLinearMinMacs`
+/// multiply-accumulates it runs as a 1x1 oneDNN convolution: LibTorch 1.13's BLAS path
+/// was 2-10x slower there at batch 4-32 (docs/kernels.md); below that, `torch::linear`.
+torch::Tensor linear_fast(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias);
+
 /// Max pooling with a `k x k` window and stride `k` (floor mode, no padding): the
 /// elementwise maximum of the `k*k` strided sub-grids. Equal to `torch::max_pool2d(x, k, k)`
 /// (NaN propagates in both) and, on LibTorch 1.13's CPU, about 9x faster for NCHW
