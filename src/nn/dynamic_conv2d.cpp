@@ -25,7 +25,7 @@ void DynamicConv2dImpl::reset() {
   for (auto p : *options.padding()) DYDNN_CHECK_VALUE(p >= 0, "nn", "DynamicConv2d: padding {} (valid: >= 0)", p);
   detail::GroupedLayout layout{options.in_groups(), options.out_groups(), options.connectivity(),
                                options.dense_input(), false};
-  layout.validate("nn");
+  layout.validate(kName);
   weight_ = detail::GroupedWeight(*this, layout, std::vector<int64_t>(options.kernel_size()->begin(), options.kernel_size()->end()), options.bias(), false);
   config_ = options.connectivity().full_config();
 }

@@ -29,7 +29,7 @@ void DynamicLinearImpl::reset() {
                     "DynamicLinear: a layer with a dense input and a dense output is not dynamic; use torch::nn::Linear");
   detail::GroupedLayout layout{options.in_groups(), options.out_groups(), options.connectivity(),
                                options.dense_input(), options.dense_output()};
-  layout.validate("nn");
+  layout.validate(kName);
   weight_ = detail::GroupedWeight(*this, layout, {}, options.bias(), options.bias_per_input_group());
   config_ = options.connectivity().full_config();
 }

@@ -263,7 +263,7 @@ TEST_CASE("Dynamic layers reject bad input with messages that name the value", "
   CHECK_THROWS_AS(conv->set_config(Config::of({7})), dydnn::IndexError);
   CHECK_THROWS_WITH(DynamicConv2d(DynamicConv2dOptions(GroupSpec::equal(8, 4), GroupSpec::equal(16, 2), 3)
                                       .connectivity(Connectivity::incremental(2))),
-                    Contains("in_groups [2,2,2,2] has 4 groups but the connectivity 'incremental' has 2"));
+                    Contains("DynamicConv2d: in_groups [2,2,2,2] has 4 groups but the connectivity 'incremental' has 2"));
   CHECK_THROWS_WITH(DynamicConv2d(DynamicConv2dOptions(GroupSpec::equal(8, 4), GroupSpec::equal(16, 4), 0)),
                     Contains("kernel size 0"));
   DynamicLinear linear(DynamicLinearOptions(GroupSpec::equal(8, 4), GroupSpec::equal(8, 4)));

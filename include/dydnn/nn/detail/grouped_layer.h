@@ -4,7 +4,7 @@
 /// grouped weight, the static description).
 
 #include <dydnn/nn/config.h>
-#include <dydnn/nn/detail/grouped_weight.h>
+#include <dydnn/nn/detail/grouped_forward.h>
 #include <dydnn/nn/static_layer.h>
 
 #include <torch/nn/cloneable.h>

@@ -37,6 +37,10 @@ struct GroupedLayout {
   Config inputs_of(int64_t j, Config config) const;
 };
 
+/// A tensor's in-place version counter; 0 for inference tensors, which have none
+/// (their in-place changes are not seen by caches: call `invalidate_cache()`).
+inline uint64_t version_of(const torch::Tensor& t) { return t.is_inference() ? 0 : t._version(); }
+
 /// A contiguous range of channels, or none when the selected groups are not adjacent.
 struct ChannelRange {
   int64_t start = 0;
@@ -113,37 +117,6 @@ class GroupedWeight {
   uint64_t cache_version_ = 0;
   std::pair<torch::Tensor, torch::Tensor> cache_;
 };
-
-}  // namespace detail
-}  // namespace nn
-}  // namespace dydnn
-
-#include <functional>
-
-namespace dydnn {
-namespace nn {
-namespace detail {
-
-/// A tensor's in-place version counter; 0 for inference tensors, which have none
-/// (their in-place changes are not seen by caches: call `invalidate_cache()`).
-inline uint64_t version_of(const torch::Tensor& t) { return t.is_inference() ? 0 : t._version(); }
-
-/// `(input, weight, bias) -> output` for one sub-layer.
-using GroupedOp = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>;
-
-/// Checks `input` for a layer named `who` at `config`: rank `rank` and the channel
-/// count of the active input groups; throws `ValueError` naming the bad value.
-void check_grouped_input(const GroupedLayout& layout, const torch::Tensor& input, Config config, int64_t rank,
-                         const char* shape, const std::string& who);
-
-/// Runs a grouped layer's `op` (differentiable) at `config`: on the blocks packed with
-/// `torch::cat` when a gradient is needed, otherwise with `execution` (`Auto` resolved
-/// with `work`, the number of output positions per weight: N x H x W, or 0 for linear).
-torch::Tensor run_grouped(GroupedWeight& weight, const torch::Tensor& input, Config config, Execution execution,
-                          int64_t work, const GroupedOp& op);
-
-/// The strategy `Auto` picks for `layout` at `config` with `work` positions per weight.
-Execution resolve_auto(const GroupedLayout& layout, Config config, int64_t work);
 
 }  // namespace detail
 }  // namespace nn
