@@ -95,7 +95,7 @@ int64_t tensor_bytes(const torch::nn::Module& m) {
 
 int main(int argc, char** argv) try {
   const Options opt = parse_args(argc, argv);
-  const Settings s = opt.smoke ? Settings{1, 3, 1, 2, 1} : Settings{50, 1000, 5, 100, 5};
+  const Settings s = opt.smoke ? Settings{1, 3, 1, 2, 1} : Settings{50, 1000, 5, 100, 10};
   torch::manual_seed(0);
   // Without this, glibc returns large freed activations to the OS and repeated calls
   // page-fault them again: erratic 2-4x swings at batch 32 for static and dydnn alike.
