@@ -157,11 +157,6 @@ int64_t GroupedWeight::resident_bytes() const {
   return bytes(storage_) + bytes(bias_storage_) + bytes(cache_.first) + bytes(cache_.second);
 }
 
-const torch::Tensor& GroupedWeight::storage() {
-  sync();
-  return storage_;
-}
-
 bool GroupedWeight::requires_grad() const {
   for (const auto& t : blocks_)
     if (t.requires_grad()) return true;

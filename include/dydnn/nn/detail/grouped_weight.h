@@ -68,8 +68,6 @@ class GroupedWeight {
                 bool bias_per_input_group);
 
   const GroupedLayout& layout() const { return layout_; }
-  /// The storage, resynchronised with the parameters first if they were moved.
-  const torch::Tensor& storage();
   /// The weight and bias of the active sub-layer at `config` for autograd (built from
   /// the block parameters with `torch::cat`).
   std::pair<torch::Tensor, torch::Tensor> packed_for_training(Config config) const;
