@@ -138,8 +138,14 @@ void bind_modules(py::module_& m) {
                nn::DynamicBatchNorm2dOptions(groups).connectivity(connectivity).eps(eps).momentum(momentum));
          }),
          py::arg("groups"), py::arg("connectivity"), py::arg("eps"), py::arg("momentum"))
-      .def("set_frozen", &DynamicBatchNorm2dImpl::set_frozen, py::arg("group"), py::arg("frozen") = true)
-      .def("frozen", &DynamicBatchNorm2dImpl::frozen, py::arg("group"))
+      .def("set_frozen", py::overload_cast<int64_t, bool>(&DynamicBatchNorm2dImpl::set_frozen), py::arg("group"),
+           py::arg("frozen") = true)
+      .def("set_frozen_at",
+           [](DynamicBatchNorm2dImpl& b, int64_t group, const py::object& c, bool frozen) {
+             b.set_frozen(group, to_config(c, b.options.groups().num_groups()), frozen);
+           },
+           py::arg("group"), py::arg("config"), py::arg("frozen") = true)
+      .def("frozen", py::overload_cast<int64_t>(&DynamicBatchNorm2dImpl::frozen, py::const_), py::arg("group"))
       .def("num_slots", &DynamicBatchNorm2dImpl::num_slots, py::arg("group"));
   bind_layer_common<DynamicBatchNorm2dImpl>(bn);
 
@@ -169,7 +175,19 @@ void bind_modules(py::module_& m) {
              for (const auto& l : n.static_layers(to_config(c, n.connectivity().num_groups()))) out.append(to_dict(l));
              return out;
            })
-      .def("set_frozen_statistics", &DynamicNetImpl::set_frozen_statistics, py::arg("group"), py::arg("frozen") = true)
+      .def("set_frozen_statistics", py::overload_cast<int64_t, bool>(&DynamicNetImpl::set_frozen_statistics),
+           py::arg("group"), py::arg("frozen") = true)
+      .def("set_frozen_statistics_of",
+           [](DynamicNetImpl& n, const py::object& c, bool frozen) {
+             n.set_frozen_statistics(to_config(c, n.connectivity().num_groups()), frozen);
+           },
+           py::arg("config"), py::arg("frozen") = true)
+      .def("parameters_of", [](const DynamicNetImpl& n, const py::object& c) {
+        return n.parameters_of(to_config(c, n.connectivity().num_groups()));
+      })
+      .def("frozen_part", [](const DynamicNetImpl& n, const py::object& c) {
+        return n.frozen_part(to_config(c, n.connectivity().num_groups()));
+      })
       .def("set_execution", &DynamicNetImpl::set_execution, py::arg("execution"))
       .def("measure_latency",
            [](DynamicNetImpl& n, const torch::Tensor& x, const py::object& c, int64_t warmup, int64_t repetitions) {

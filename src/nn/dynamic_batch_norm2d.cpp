@@ -25,7 +25,6 @@ void DynamicBatchNorm2dImpl::reset() {
                     "DynamicBatchNorm2d: momentum {} (valid: 0..1)", options.momentum());
   slots_.assign(groups.num_groups(), {});
   slot_index_.assign(groups.num_groups(), {});
-  frozen_.assign(groups.num_groups(), false);
   cache_.clear();
   for (int64_t j = 0; j < groups.num_groups(); ++j) {
     const bool exact = conn.group_is_exact(j);
@@ -44,6 +43,8 @@ void DynamicBatchNorm2dImpl::reset() {
       slots_[j].push_back(s);
     }
   }
+  frozen_.assign(groups.num_groups(), {});
+  for (int64_t j = 0; j < groups.num_groups(); ++j) frozen_[j].assign(slots_[j].size(), false);
   config_ = conn.full_config();
 }
 
@@ -58,30 +59,63 @@ void DynamicBatchNorm2dImpl::set_config(Config config) {
   config_ = config;
 }
 
-void DynamicBatchNorm2dImpl::set_frozen(int64_t group, bool frozen) {
+void DynamicBatchNorm2dImpl::check_group(int64_t group) const {
   DYDNN_CHECK_INDEX(group >= 0 && group < options.groups().num_groups(), "nn",
                     "DynamicBatchNorm2d: group {} is out of range (valid: 0..{})", group,
                     options.groups().num_groups() - 1);
-  frozen_[group] = frozen;
+}
+
+void DynamicBatchNorm2dImpl::set_frozen(int64_t group, bool frozen) {
+  check_group(group);
+  frozen_[group].assign(frozen_[group].size(), frozen);
+}
+
+void DynamicBatchNorm2dImpl::set_frozen(int64_t group, Config config, bool frozen) {
+  check_group(group);
+  options.connectivity().check_valid(config, "DynamicBatchNorm2d");
+  DYDNN_CHECK_VALUE(config.contains(group), "nn", "DynamicBatchNorm2d: group {} is not part of config {}", group,
+                    config.to_string());
+  frozen_[group][slot_of(group, config)] = frozen;
 }
 
 bool DynamicBatchNorm2dImpl::frozen(int64_t group) const {
-  DYDNN_CHECK_INDEX(group >= 0 && group < options.groups().num_groups(), "nn",
-                    "DynamicBatchNorm2d: group {} is out of range (valid: 0..{})", group,
-                    options.groups().num_groups() - 1);
-  return frozen_[group];
+  check_group(group);
+  for (bool f : frozen_[group])
+    if (!f) return false;
+  return true;
+}
+
+bool DynamicBatchNorm2dImpl::frozen(int64_t group, Config config) const {
+  check_group(group);
+  options.connectivity().check_valid(config, "DynamicBatchNorm2d");
+  DYDNN_CHECK_VALUE(config.contains(group), "nn", "DynamicBatchNorm2d: group {} is not part of config {}", group,
+                    config.to_string());
+  return frozen_[group][slot_of(group, config)];
 }
 
 int64_t DynamicBatchNorm2dImpl::num_slots(int64_t group) const {
-  DYDNN_CHECK_INDEX(group >= 0 && group < options.groups().num_groups(), "nn",
-                    "DynamicBatchNorm2d: group {} is out of range (valid: 0..{})", group,
-                    options.groups().num_groups() - 1);
+  check_group(group);
   return static_cast<int64_t>(slots_[group].size());
 }
 
+std::vector<torch::Tensor> DynamicBatchNorm2dImpl::parameters_of(Config config, Config groups) const {
+  options.connectivity().check_valid(config, "DynamicBatchNorm2d");
+  std::vector<torch::Tensor> out;
+  for (int64_t j : config.groups()) {
+    if (!groups.empty() && !groups.contains(j)) continue;
+    const auto& s = slot(j, config);
+    out.push_back(s.weight);
+    out.push_back(s.bias);
+  }
+  return out;
+}
+
+size_t DynamicBatchNorm2dImpl::slot_of(int64_t group, Config config) const {
+  return slot_index_[group].at(options.connectivity().context_of(group, config).mask());
+}
+
 const DynamicBatchNorm2dImpl::Slot& DynamicBatchNorm2dImpl::slot(int64_t group, Config config) const {
-  const Config context = options.connectivity().context_of(group, config);
-  return slots_[group][slot_index_[group].at(context.mask())];
+  return slots_[group][slot_of(group, config)];
 }
 
 uint64_t DynamicBatchNorm2dImpl::version_sum(Config config) const {
@@ -141,16 +175,61 @@ torch::Tensor DynamicBatchNorm2dImpl::forward_at(const torch::Tensor& input, Con
     auto t = concatenated(config);
     return torch::batch_norm(input, t[0], t[1], t[2], t[3], false, options.momentum(), options.eps(), true);
   }
+  return normalize_groups(input, config, config);
+}
+
+torch::Tensor DynamicBatchNorm2dImpl::forward_groups(const torch::Tensor& input, Config config, Config groups) {
+  options.connectivity().check_valid(config, "DynamicBatchNorm2d");
+  DYDNN_CHECK_VALUE((groups & config) == groups && groups.count() > 0, "nn",
+                    "DynamicBatchNorm2d: groups {} must be a non-empty part of config {}", groups.to_string(),
+                    config.to_string());
+  DYDNN_CHECK_VALUE(input.defined() && input.dim() == 4 && input.size(1) == options.groups().channels_in(groups), "nn",
+                    "DynamicBatchNorm2d: forward_groups expects [N, {}, H, W] for groups {}", 
+                    options.groups().channels_in(groups), groups.to_string());
+  return normalize_groups(input, config, groups);
+}
+
+torch::Tensor DynamicBatchNorm2dImpl::normalize_groups(const torch::Tensor& input, Config config, Config groups) {
+  bool all_learn = is_training();
+  for (int64_t j : groups.groups()) all_learn = all_learn && !frozen_[j][slot_of(j, config)];
+  if (all_learn && groups.count() > 1) {
+    // One call over all channels: the per-channel statistics are the same as per group,
+    // and the updated running values are copied back to each group's own buffers.
+    std::vector<torch::Tensor> w, b, mean, var;
+    for (int64_t j : groups.groups()) {
+      const auto& s = slot(j, config);
+      w.push_back(s.weight);
+      b.push_back(s.bias);
+      mean.push_back(s.running_mean);
+      var.push_back(s.running_var);
+    }
+    auto running_mean = torch::cat(mean), running_var = torch::cat(var);
+    auto out = torch::batch_norm(input, torch::cat(w), torch::cat(b), running_mean, running_var, true,
+                                 options.momentum(), options.eps(), true);
+    torch::NoGradGuard no_grad;
+    int64_t offset = 0;
+    for (int64_t j : groups.groups()) {
+      const auto& s = slot(j, config);
+      const int64_t n = options.groups().size(j);
+      s.running_mean.copy_(running_mean.narrow(0, offset, n));
+      s.running_var.copy_(running_var.narrow(0, offset, n));
+      offset += n;
+    }
+    return out;
+  }
   // Per group: each group's own statistics update in place, frozen groups use theirs.
+  // `split` rather than `narrow`: its backward is one concatenation, where each
+  // narrow's backward would allocate and add a full-size zero tensor.
+  std::vector<int64_t> sizes;
+  for (int64_t j : groups.groups()) sizes.push_back(options.groups().size(j));
+  const auto parts = input.split_with_sizes(sizes, 1);
   std::vector<torch::Tensor> outputs;
-  int64_t offset = 0;
-  for (int64_t j : config.groups()) {
+  size_t k = 0;
+  for (int64_t j : groups.groups()) {
     const auto& s = slot(j, config);
-    const int64_t n = options.groups().size(j);
-    const bool train_stats = is_training() && !frozen_[j];
-    outputs.push_back(torch::batch_norm(input.narrow(1, offset, n), s.weight, s.bias, s.running_mean, s.running_var,
-                                        train_stats, options.momentum(), options.eps(), true));
-    offset += n;
+    const bool train_stats = is_training() && !frozen_[j][slot_of(j, config)];
+    outputs.push_back(torch::batch_norm(parts[k++], s.weight, s.bias, s.running_mean, s.running_var, train_stats,
+                                        options.momentum(), options.eps(), true));
   }
   return outputs.size() == 1 ? outputs.front() : torch::cat(outputs, 1);
 }

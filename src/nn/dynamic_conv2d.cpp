@@ -41,14 +41,14 @@ void DynamicConv2dImpl::pretty_print(std::ostream& stream) const {
 
 torch::Tensor DynamicConv2dImpl::forward_at(const torch::Tensor& input, Config config) {
   detail::check_grouped_input(weight_.layout(), input, config, 4, "[N, C, H, W]", kName);
-  const auto stride = *options.stride();
-  const auto padding = *options.padding();
-  // oneDNN's convolution has a backward too, so training takes the fast kernel as well.
-  auto op = [&](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-    return conv2d_fast(x, w, b, stride, padding);
-  };
+  auto op = [this](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) { return apply(x, w, b); };
   return detail::run_grouped(weight_, input, config, options.execution(), input.size(0) * input.size(2) * input.size(3),
                              op);
+}
+
+torch::Tensor DynamicConv2dImpl::apply(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const {
+  // oneDNN's convolution has a backward too, so training takes the fast kernel as well.
+  return conv2d_fast(x, w, b, *options.stride(), *options.padding());
 }
 
 StaticLayer DynamicConv2dImpl::static_layer(Config config) {

@@ -43,8 +43,12 @@ void DynamicLinearImpl::pretty_print(std::ostream& stream) const {
 
 torch::Tensor DynamicLinearImpl::forward_at(const torch::Tensor& input, Config config) {
   detail::check_grouped_input(weight_.layout(), input, config, 2, "[N, features]", kName);
-  auto op = [](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) { return linear_fast(x, w, b); };
+  auto op = [this](const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) { return apply(x, w, b); };
   return detail::run_grouped(weight_, input, config, options.execution(), 0, op);
+}
+
+torch::Tensor DynamicLinearImpl::apply(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const {
+  return linear_fast(x, w, b);
 }
 
 StaticLayer DynamicLinearImpl::static_layer(Config config) { return static_layer_of(config, "linear", {}); }

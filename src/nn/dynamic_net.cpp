@@ -90,61 +90,129 @@ torch::Tensor DynamicNetImpl::forward(const torch::Tensor& input, Config config)
   return run(input, config);
 }
 
+torch::Tensor DynamicNetImpl::finish_block(const Block& b, torch::Tensor x) const {
+  const auto& l = b.spec;
+  const bool grad = torch::GradMode::is_enabled() && x.requires_grad();
+  auto relu = [grad](torch::Tensor& t) { t = grad ? torch::relu(t) : torch::relu_(t); };
+  if (b.conv) {
+    // ReLU and max pooling commute: pooling first leaves k*k times fewer elements.
+    if (l.max_pool) x = max_pool2d_fast(x, l.max_pool);
+    if (l.relu) relu(x);
+    if (l.avg_pool) x = torch::avg_pool2d(x, l.avg_pool, l.avg_pool);
+    if (l.global_avg_pool) x = torch::adaptive_avg_pool2d(x, {1, 1});
+  } else if (l.relu) {
+    relu(x);
+  }
+  return x;
+}
+
+torch::Tensor DynamicNetImpl::run_head(torch::Tensor x, Config config) {
+  if (x.dim() != 2) x = x.flatten(1);
+  if (!heads_.empty()) return heads_[connectivity_.index_of(config)]->forward(x);
+  return head_->forward(x, config);
+}
+
 torch::Tensor DynamicNetImpl::run(const torch::Tensor& input, Config config) {
   DYDNN_CHECK_VALUE(input.defined(), "nn", "DynamicNet: the input tensor is undefined");
   DYDNN_CHECK_VALUE(input.dim() == 4 && input.size(1) == spec_.in_channels && input.size(2) == spec_.height &&
                         input.size(3) == spec_.width,
                     "nn", "DynamicNet '{}': expected input [N, {}, {}, {}] (got [{}])", spec_.name, spec_.in_channels,
                     spec_.height, spec_.width, fmt::join(input.sizes(), ", "));
-  const bool grad = torch::GradMode::is_enabled();
-  auto relu = [grad](torch::Tensor& x) { x = grad ? torch::relu(x) : torch::relu_(x); };
+  if (torch::GradMode::is_enabled() && is_training()) {
+    const Config frozen = frozen_part(config);
+    const Config rest(config.mask() & ~frozen.mask());
+    // The split needs the frozen groups first in channel order and to be a config itself.
+    if (!frozen.empty() && !rest.empty() && frozen.highest() < rest.groups().front() && connectivity_.is_valid(frozen))
+      return run_split(input, config, frozen);
+  }
   torch::Tensor x = input;
   for (auto& b : blocks_) {
-    const auto& l = b.spec;
     if (b.conv) {
       x = b.conv->forward(x, config);
       if (b.bn) x = b.bn->forward(x, config);
-      // ReLU and max pooling commute: pooling first leaves k*k times fewer elements.
-      if (l.max_pool) x = max_pool2d_fast(x, l.max_pool);
-      if (l.relu) relu(x);
-      if (l.avg_pool) x = torch::avg_pool2d(x, l.avg_pool, l.avg_pool);
-      if (l.global_avg_pool) x = torch::adaptive_avg_pool2d(x, {1, 1});
     } else {
       if (x.dim() != 2) x = x.flatten(1);
       x = b.linear->forward(x, config);
-      if (l.relu) relu(x);
     }
+    x = finish_block(b, x);
   }
-  if (x.dim() != 2) x = x.flatten(1);
-  if (!heads_.empty()) return heads_[connectivity_.index_of(config)]->forward(x);
-  return head_->forward(x, config);
+  return run_head(x, config);
+}
+
+torch::Tensor DynamicNetImpl::run_split(const torch::Tensor& input, Config config, Config frozen) {
+  const Config rest(config.mask() & ~frozen.mask());
+  torch::Tensor xf = input, xt;  // frozen groups' activations (no autograd); the rest's
+  for (auto& b : blocks_) {
+    if (b.linear && xf.dim() != 2) {
+      xf = xf.flatten(1);
+      if (xt.defined()) xt = xt.flatten(1);
+    }
+    const torch::Tensor both = xt.defined() ? torch::cat({xf, xt}, 1) : xf;
+    {
+      torch::NoGradGuard no_grad;
+      if (b.conv) {
+        xf = b.conv->forward(xf, frozen);
+        if (b.bn) xf = b.bn->forward(xf, frozen);
+      } else {
+        xf = b.linear->forward(xf, frozen);
+      }
+      xf = finish_block(b, xf);
+    }
+    if (b.conv) {
+      xt = b.conv->forward_rows(both, config, rest);
+      if (b.bn) xt = b.bn->forward_groups(xt, config, rest);
+    } else {
+      xt = b.linear->forward_rows(both, config, rest);
+    }
+    xt = finish_block(b, xt);
+  }
+  if (xf.dim() != 2) {
+    xf = xf.flatten(1);
+    xt = xt.flatten(1);
+  }
+  return run_head(torch::cat({xf, xt}, 1), config);
+}
+
+Config DynamicNetImpl::frozen_part(Config config) const {
+  check_config(config);
+  auto any_trainable = [](const std::vector<torch::Tensor>& ts) {
+    for (const auto& t : ts)
+      if (t.requires_grad()) return true;
+    return false;
+  };
+  Config frozen;
+  for (int64_t j : config.groups()) {
+    const Config group = Config::of({j});
+    const Config reads(connectivity_.inputs_of(j).mask() & config.mask() & ~group.mask());
+    if (!frozen.includes(reads)) continue;
+    bool trainable = false;
+    for (const auto& b : blocks_) {
+      if (b.conv) trainable |= any_trainable(b.conv->parameters_of(config, group));
+      if (b.linear) trainable |= any_trainable(b.linear->parameters_of(config, group));
+      if (b.bn) trainable |= any_trainable(b.bn->parameters_of(config, group)) || (is_training() && !b.bn->frozen(j, config));
+    }
+    if (!trainable) frozen = frozen | group;
+  }
+  return frozen;
+}
+
+std::vector<torch::Tensor> DynamicNetImpl::parameters_of(Config config) const {
+  check_config(config);
+  std::vector<torch::Tensor> out;
+  auto add = [&out](const std::vector<torch::Tensor>& ts) { out.insert(out.end(), ts.begin(), ts.end()); };
+  for (const auto& b : blocks_) {
+    if (b.conv) add(b.conv->parameters_of(config));
+    if (b.bn) add(b.bn->parameters_of(config));
+    if (b.linear) add(b.linear->parameters_of(config));
+  }
+  if (head_) add(head_->parameters_of(config));
+  if (!heads_.empty()) add(heads_[connectivity_.index_of(config)]->parameters());
+  return out;
 }
 
 int64_t DynamicNetImpl::parameter_count(Config config) const {
-  check_config(config);
-  auto grouped = [&](const GroupSpec& in, const GroupSpec& out, bool dense_in, int64_t kernel, bool bias) {
-    int64_t total = 0;
-    for (int64_t j : config.groups()) {
-      for (int64_t i = 0; i < in.num_groups(); ++i)
-        if (dense_in || (config.contains(i) && connectivity_.reads(j, i))) total += out.size(j) * in.size(i) * kernel;
-      if (bias) total += out.size(j);
-    }
-    return total;
-  };
   int64_t total = 0;
-  for (const auto& b : blocks_) {
-    if (b.conv) {
-      const auto& o = b.conv->options;
-      total += grouped(o.in_groups(), o.out_groups(), o.dense_input(), b.spec.kernel * b.spec.kernel, o.bias());
-      if (b.bn) total += 2 * o.out_groups().channels_in(config);
-    } else {
-      const auto& o = b.linear->options;
-      total += grouped(o.in_groups(), o.out_groups(), o.dense_input(), 1, o.bias());
-    }
-  }
-  const int64_t features = head_groups_.channels_in(config);
-  if (spec_.head == HeadKind::Additive) total += (features + config.count()) * spec_.classes;
-  else total += (features + 1) * spec_.classes;
+  for (const auto& t : parameters_of(config)) total += t.numel();
   return total;
 }
 
@@ -216,6 +284,13 @@ int64_t DynamicNetImpl::resident_bytes() const {
 void DynamicNetImpl::set_frozen_statistics(int64_t group, bool frozen) {
   for (auto& b : blocks_)
     if (b.bn) b.bn->set_frozen(group, frozen);
+}
+
+void DynamicNetImpl::set_frozen_statistics(Config config, bool frozen) {
+  check_config(config);
+  for (auto& b : blocks_)
+    if (b.bn)
+      for (int64_t j : config.groups()) b.bn->set_frozen(j, config, frozen);
 }
 
 void DynamicNetImpl::set_execution(Execution execution) {

@@ -172,12 +172,29 @@ uint64_t GroupedWeight::version_sum() const {
   return sum;
 }
 
-std::pair<torch::Tensor, torch::Tensor> GroupedWeight::packed_for_training(Config config) const {
+std::vector<torch::Tensor> GroupedWeight::parameters_of(Config config, Config rows) const {
+  const Config active_out = rows.empty() ? layout_.active_out(config) : (layout_.active_out(config) & rows);
+  std::vector<torch::Tensor> out;
+  for (size_t k = 0; k < blocks_.size(); ++k) {
+    const auto [j, i] = block_ids_[k];
+    if (active_out.contains(j) && layout_.active_in(config).contains(i)) out.push_back(blocks_[k]);
+  }
+  if (bias_per_input_group_) {
+    for (size_t i = 0; i < biases_.size(); ++i)
+      if (layout_.active_in(config).contains(static_cast<int64_t>(i))) out.push_back(biases_[i]);
+  } else {
+    for (size_t j = 0; j < biases_.size(); ++j)
+      if (active_out.contains(static_cast<int64_t>(j))) out.push_back(biases_[j]);
+  }
+  return out;
+}
+
+std::pair<torch::Tensor, torch::Tensor> GroupedWeight::packed_for_training(Config config, Config rows) const {
   const auto& in = layout_.in_groups;
   const auto& out = layout_.out_groups;
   const Config active_in = layout_.active_in(config);
-  const Config active_out = layout_.active_out(config);
-  std::vector<torch::Tensor> rows;
+  const Config active_out = rows.empty() ? layout_.active_out(config) : (layout_.active_out(config) & rows);
+  std::vector<torch::Tensor> packed_rows;
   std::vector<torch::Tensor> out_biases;
   size_t b = 0;
   for (int64_t j = 0; j < out.num_groups(); ++j) {
@@ -196,10 +213,10 @@ std::pair<torch::Tensor, torch::Tensor> GroupedWeight::packed_for_training(Confi
       }
     }
     if (!active_out.contains(j)) continue;
-    rows.push_back(row.size() == 1 ? row.front() : torch::cat(row, 1));
+    packed_rows.push_back(row.size() == 1 ? row.front() : torch::cat(row, 1));
     if (!biases_.empty() && !bias_per_input_group_) out_biases.push_back(biases_[j]);
   }
-  torch::Tensor weight = rows.size() == 1 ? rows.front() : torch::cat(rows, 0);
+  torch::Tensor weight = packed_rows.size() == 1 ? packed_rows.front() : torch::cat(packed_rows, 0);
   torch::Tensor bias;
   if (bias_per_input_group_ && !biases_.empty()) {
     for (int64_t i = 0; i < in.num_groups(); ++i)

@@ -57,6 +57,9 @@ torch::Tensor max_pool2d_fast(const torch::Tensor& input, int64_t k) {
   DYDNN_CHECK_VALUE(h > 0 && w > 0, "nn", "max_pool2d_fast: window {} is larger than the {}x{} input", k, input.size(2),
                     input.size(3));
   if (k == 1) return input.contiguous();
+  // For training, torch's pooling: its backward routes each gradient to one argmax,
+  // where the chain of strided maxima below would allocate and add a full-size tensor per slice.
+  if (torch::GradMode::is_enabled() && input.requires_grad()) return torch::max_pool2d(input, {k, k}, {k, k});
   // Rows first: those maxima read whole contiguous rows; the columns then read half as much.
   torch::Tensor rows;
   for (int64_t i = 0; i < k; ++i) {

@@ -61,10 +61,22 @@ class DynamicBatchNorm2dImpl : public torch::nn::Cloneable<DynamicBatchNorm2dImp
   /// Runs at `config` (validated) without changing the current one.
   torch::Tensor forward(const torch::Tensor& input, Config config);
 
-  /// Freezes (or unfreezes) group `g`'s running statistics. Throws `IndexError` for a
-  /// group outside [0, G).
+  /// Freezes (or unfreezes) every statistics set of group `g`. Throws `IndexError` for
+  /// a group outside [0, G).
   void set_frozen(int64_t group, bool frozen);
+  /// Freezes (or unfreezes) only the statistics set group `g` uses at `config` (its
+  /// context): nested training freezes `C`'s own set while `C` at `ABC*` still learns.
+  /// Throws `IndexError`/`ValueError` for a bad group or config.
+  void set_frozen(int64_t group, Config config, bool frozen);
+  /// Whether every statistics set of group `g` is frozen.
   bool frozen(int64_t group) const;
+  /// Whether the set group `g` uses at `config` is frozen.
+  bool frozen(int64_t group, Config config) const;
+  /// The affine parameters `config` uses (only `groups` when given).
+  std::vector<torch::Tensor> parameters_of(Config config, Config groups = Config()) const;
+  /// Runs only `groups` (a subset of `config`) on their compact channels, each with the
+  /// statistics it has at `config`: the trainable part of a split training forward.
+  torch::Tensor forward_groups(const torch::Tensor& input, Config config, Config groups);
   /// How many statistics sets group `g` has (1 when exact).
   int64_t num_slots(int64_t group) const;
 
@@ -85,13 +97,16 @@ class DynamicBatchNorm2dImpl : public torch::nn::Cloneable<DynamicBatchNorm2dImp
   };
   torch::Tensor forward_at(const torch::Tensor& input, Config config);
   const Slot& slot(int64_t group, Config config) const;
+  size_t slot_of(int64_t group, Config config) const;
+  void check_group(int64_t group) const;
+  torch::Tensor normalize_groups(const torch::Tensor& input, Config config, Config groups);
   std::vector<torch::Tensor> concatenated(Config config);
   uint64_t version_sum(Config config) const;
 
   Config config_;
   std::vector<std::vector<Slot>> slots_;             // [group][slot]
   std::vector<std::unordered_map<uint64_t, size_t>> slot_index_;  // [group] context mask -> slot
-  std::vector<bool> frozen_;
+  std::vector<std::vector<bool>> frozen_;  // [group][slot]
   struct Cached {
     uint64_t version = 0;
     std::vector<torch::Tensor> tensors;

@@ -81,6 +81,7 @@ class DynamicConv2dImpl : public detail::GroupedLayerImpl<DynamicConv2dImpl, Dyn
  private:
   friend class detail::GroupedLayerImpl<DynamicConv2dImpl, DynamicConv2dOptions>;
   torch::Tensor forward_at(const torch::Tensor& input, Config config);
+  torch::Tensor apply(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
 };
 
 /// A `ModuleHolder` for `DynamicConv2dImpl` (see LibTorch's `TORCH_MODULE`).

@@ -73,6 +73,7 @@ class DynamicLinearImpl : public detail::GroupedLayerImpl<DynamicLinearImpl, Dyn
  private:
   friend class detail::GroupedLayerImpl<DynamicLinearImpl, DynamicLinearOptions>;
   torch::Tensor forward_at(const torch::Tensor& input, Config config);
+  torch::Tensor apply(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
 };
 
 /// A `ModuleHolder` for `DynamicLinearImpl`.

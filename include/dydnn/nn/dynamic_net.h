@@ -65,6 +65,18 @@ class DynamicNetImpl : public torch::nn::Module {
   int64_t resident_bytes() const;
   /// Freezes (or unfreezes) group `g`'s BN running statistics in every layer.
   void set_frozen_statistics(int64_t group, bool frozen);
+  /// Freezes (or unfreezes) the BN statistics sets that `config` uses, in every layer
+  /// (what a stage of incremental or nested training freezes once it is done).
+  void set_frozen_statistics(Config config, bool frozen);
+  /// The parameter tensors `config` uses (the same tensors as `parameters()`): its
+  /// allowed blocks, biases, BN affine parameters and head. Freezing them all (and
+  /// their statistics) keeps `config`'s outputs bitwise unchanged by later training.
+  std::vector<torch::Tensor> parameters_of(Config config) const;
+  /// The groups of `config` whose outputs depend only on frozen parameters and frozen
+  /// statistics, closed under the mask (a group is in it only if everything it reads
+  /// is). Training at `config` runs that part once without autograd and only the rest
+  /// with it ("frozen groups need no weight gradients"); empty when nothing is frozen.
+  Config frozen_part(Config config) const;
   /// Sets the inference strategy of every grouped layer.
   void set_execution(Execution execution);
 
@@ -78,6 +90,9 @@ class DynamicNetImpl : public torch::nn::Module {
   };
   void check_config(Config config) const;
   torch::Tensor run(const torch::Tensor& input, Config config);
+  torch::Tensor run_split(const torch::Tensor& input, Config config, Config frozen);
+  torch::Tensor finish_block(const Block& b, torch::Tensor x) const;
+  torch::Tensor run_head(torch::Tensor x, Config config);
 
   NetSpec spec_;
   Connectivity connectivity_;

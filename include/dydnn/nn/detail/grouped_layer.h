@@ -38,6 +38,17 @@ class GroupedLayerImpl : public torch::nn::Cloneable<Derived> {
     options.connectivity().check_valid(config, Derived::kName);
     return derived().forward_at(input, config);
   }
+  /// Computes only the output groups `rows` (a subset of `config`) from the compact
+  /// input at `config`, with autograd: the trainable part of a split training forward.
+  torch::Tensor forward_rows(const torch::Tensor& input, Config config, Config rows) {
+    options.connectivity().check_valid(config, Derived::kName);
+    auto [w, b] = weight_.packed_for_training(config, rows);
+    return derived().apply(input, w, b);
+  }
+  /// The parameters `config` uses (only output groups `rows` when given).
+  std::vector<torch::Tensor> parameters_of(Config config, Config rows = Config()) const {
+    return weight_.parameters_of(config, rows);
+  }
   /// Drops cached weight copies; needed only after changing parameters through
   /// `.data` (in-place updates through the parameters, `.to()` and loading are seen).
   void invalidate_cache() { weight_.invalidate(); }

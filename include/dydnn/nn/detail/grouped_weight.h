@@ -69,8 +69,8 @@ class GroupedWeight {
 
   const GroupedLayout& layout() const { return layout_; }
   /// The weight and bias of the active sub-layer at `config` for autograd (built from
-  /// the block parameters with `torch::cat`).
-  std::pair<torch::Tensor, torch::Tensor> packed_for_training(Config config) const;
+  /// the block parameters with `torch::cat`); only output groups `rows` when given.
+  std::pair<torch::Tensor, torch::Tensor> packed_for_training(Config config, Config rows = Config()) const;
   /// The weight and bias of the active sub-layer at `config` without autograd: a view
   /// when the active channels are contiguous, else a gathered copy cached for the
   /// last config.
@@ -80,6 +80,9 @@ class GroupedWeight {
   std::pair<torch::Tensor, torch::Tensor> group_for_inference(int64_t j, Config config);
   /// Whether any block parameter currently requires a gradient.
   bool requires_grad() const;
+  /// The block and bias parameters that `config` uses (only output groups `rows` when
+  /// given): the very tensors registered on the owner.
+  std::vector<torch::Tensor> parameters_of(Config config, Config rows = Config()) const;
   /// Rebuilds the storage from the block parameters' current values (after `.to()` or
   /// after a parameter's data was replaced) and re-points them into it.
   void relayout();
