@@ -18,7 +18,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["read_idx", "fashion_mnist", "FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT"]
+__all__ = ["read_idx", "idx_dataset", "fashion_mnist", "FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT"]
 
 #: Where the Debian package ``dataset-fashion-mnist`` installs the IDX files.
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -82,8 +82,9 @@ def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
 
 
 def fashion_mnist(split: str = "test", root: Optional[Union[str, os.PathLike]] = None,
-                  limit: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Fashion-MNIST as tensors: images ``[N, 1, 28, 28]`` float32 in [0, 1], labels ``[N]`` int64.
+                  limit: Optional[int] = None, raw: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST as tensors: images ``[N, 1, 28, 28]`` float32 in [0, 1] (uint8 0..255 with
+    ``raw``, what the trainers normalise themselves), labels ``[N]`` int64.
 
     ``split`` is ``"train"`` (60,000 images) or ``"test"`` (10,000); ``root`` defaults to
     :data:`FASHION_MNIST_ROOT`; ``limit`` keeps the first ``limit`` images. Raises
@@ -103,14 +104,30 @@ def fashion_mnist(split: str = "test", root: Optional[Union[str, os.PathLike]] =
             f"[dydnn.data] Fashion-MNIST not found ({', '.join(missing)}); "
             f"install it with: sudo apt-get install dataset-fashion-mnist"
         )
-    images, labels = read_idx(files[0]), read_idx(files[1])
-    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+    return idx_dataset(files[0], files[1], limit=limit, raw=raw)
+
+
+def idx_dataset(images_path: Union[str, os.PathLike], labels_path: Union[str, os.PathLike],
+                limit: Optional[int] = None, raw: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels from a pair of IDX files (plain or gzip), e.g. MNIST or your own data.
+
+    Images ``[N, H, W]`` become ``[N, 1, H, W]``; ``[N, C, H, W]`` stay. Returns uint8 images
+    (float32 in [0, 1] when ``raw`` is false) and int64 labels. Raises ``ValueError`` naming
+    the files when the counts or ranks do not match.
+    """
+    if limit is not None and (isinstance(limit, bool) or int(limit) < 0):
+        raise ValueError(f"[dydnn.data] limit {limit!r} (valid: None or >= 0)")
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim not in (3, 4) or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise ValueError(
-            f"[dydnn.data] {root}: images {list(images.shape)} and labels {list(labels.shape)} do not match "
-            f"(valid: [N, H, W] and [N])"
+            f"[dydnn.data] {images_path} / {labels_path}: images {list(images.shape)} and labels "
+            f"{list(labels.shape)} do not match (valid: [N, H, W] or [N, C, H, W], and [N])"
         )
     if limit is not None:
         images, labels = images[: int(limit)], labels[: int(limit)]
-    x = torch.from_numpy(images).to(torch.float32).div_(255.0).unsqueeze(1)
-    y = torch.from_numpy(labels).to(torch.int64)
-    return x, y
+    x = torch.from_numpy(images)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if not raw:
+        x = x.to(torch.float32).div_(255.0)
+    return x, torch.from_numpy(labels).to(torch.int64)

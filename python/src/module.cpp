@@ -5,4 +5,5 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "dydnn's C++ core (bound with pybind11). Use the `dydnn` package, not this module.";
   dydnn::python::bind_types(m);
   dydnn::python::bind_modules(m);
+  dydnn::python::bind_train(m);
 }

@@ -41,6 +41,20 @@ void Metrics::add(const torch::Tensor& logits, const torch::Tensor& labels) {
   count += labels.size(0);
 }
 
+std::vector<ConfigEvaluation> summarize_evaluations(const nn::DynamicNetImpl& net, const std::vector<Metrics>& metrics) {
+  const auto& configs = net.configs();
+  DYDNN_CHECK_VALUE(metrics.size() == configs.size(), "train",
+                    "summarize_evaluations: {} metrics for the {} valid configs of net '{}'", metrics.size(),
+                    configs.size(), net.spec().name);
+  std::vector<ConfigEvaluation> out;
+  for (size_t k = 0; k < configs.size(); ++k)
+    out.push_back(ConfigEvaluation{configs[k], metrics[k], 0, net.macs(configs[k]), net.parameter_count(configs[k])});
+  const int64_t full = net.connectivity().index_of(net.connectivity().full_config());
+  const double reference = full >= 0 ? out[full].metrics.confidence_sum : 0.0;
+  for (auto& e : out) e.normalised_confidence = reference > 0 ? e.metrics.confidence_sum / reference : 0.0;
+  return out;
+}
+
 std::vector<ConfigEvaluation> evaluate_configs(nn::DynamicNetImpl& net, const data::ImageDataset& data,
                                                const data::Normalization& norm, int64_t batch_size) {
   data::check_dataset(data, net.spec(), "evaluation data");
@@ -48,19 +62,15 @@ std::vector<ConfigEvaluation> evaluate_configs(nn::DynamicNetImpl& net, const da
   const bool was_training = net.is_training();
   net.eval();
   torch::NoGradGuard no_grad;
-  std::vector<ConfigEvaluation> out;
-  for (const auto& c : net.configs()) out.push_back(ConfigEvaluation{c, {}, 0, net.macs(c), net.parameter_count(c)});
+  std::vector<Metrics> metrics(net.configs().size());
   for (int64_t b = 0; b < data.size(); b += batch_size) {
     const int64_t n = std::min(batch_size, data.size() - b);
     const auto x = norm.apply(data.images.slice(0, b, b + n));
     const auto y = data.labels.slice(0, b, b + n);
-    for (auto& e : out) e.metrics.add(net.forward(x, e.config), y);
+    for (size_t k = 0; k < metrics.size(); ++k) metrics[k].add(net.forward(x, net.configs()[k]), y);
   }
   net.train(was_training);
-  const int64_t full = net.connectivity().index_of(net.connectivity().full_config());
-  const double reference = full >= 0 ? out[full].metrics.confidence_sum : 0.0;
-  for (auto& e : out) e.normalised_confidence = reference > 0 ? e.metrics.confidence_sum / reference : 0.0;
-  return out;
+  return summarize_evaluations(net, metrics);
 }
 
 Trainer::Trainer(nn::DynamicNet net, TrainOptions options) : net_(std::move(net)), options_(std::move(options)) {

@@ -74,6 +74,11 @@ struct ConfigEvaluation {
   int64_t parameters = 0;
 };
 
+/// One `ConfigEvaluation` per valid config of `net` from its accumulated `metrics`
+/// (in `net.configs()` order): adds MACs, parameters and the normalised confidence.
+/// Throws `ValueError` when the sizes differ.
+std::vector<ConfigEvaluation> summarize_evaluations(const nn::DynamicNetImpl& net, const std::vector<Metrics>& metrics);
+
 /// Evaluates every valid config of `net` on `data` (eval mode, no autograd; the net's
 /// training mode and config are restored). Images are normalised with `norm`.
 std::vector<ConfigEvaluation> evaluate_configs(nn::DynamicNetImpl& net, const data::ImageDataset& data,
