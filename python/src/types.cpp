@@ -135,6 +135,41 @@ void bind_types(py::module_& m) {
       .def_static("load", &NetSpec::load, py::arg("path"))
       .def("to_text", &NetSpec::to_text)
       .def("make_connectivity", &NetSpec::make_connectivity)
+      .def(
+          "replace",
+          [](const NetSpec& s, const py::object& name, const py::object& connectivity, const py::object& head,
+             const py::object& cross_edges, const py::object& configs) {
+            NetSpec out = s;
+            if (!name.is_none()) out.name = name.cast<std::string>();
+            if (!connectivity.is_none()) {
+              out.connectivity = connectivity.cast<std::string>();
+              if (out.connectivity != "fluid") out.islands.clear();
+              out.configs.clear();
+            }
+            if (!head.is_none()) {
+              const auto h = head.cast<std::string>();
+              bool known = false;
+              for (auto k : {nn::HeadKind::Additive, nn::HeadKind::PerConfig, nn::HeadKind::Prefix})
+                if (nn::to_string(k) == h) {
+                  out.head = k;
+                  known = true;
+                }
+              DYDNN_CHECK_VALUE(known, "spec", "head '{}' (valid: additive, per_config, prefix)", h);
+            }
+            if (!cross_edges.is_none()) out.cross_edges = cross_edges.cast<bool>();
+            if (!configs.is_none()) {
+              out.configs.clear();
+              for (const auto& c : configs) out.configs.push_back(to_config(c, out.groups));
+            }
+            out.validate();
+            (void)out.make_connectivity();  // checks the declared configs against the mask
+            return out;
+          },
+          py::kw_only(), py::arg("name") = py::none(), py::arg("connectivity") = py::none(),
+          py::arg("head") = py::none(), py::arg("cross_edges") = py::none(), py::arg("configs") = py::none(),
+          "A copy with some fields replaced (validated): e.g. the dense static twin of a spec is "
+          "spec.replace(connectivity='prefix', head='prefix', configs=['ABCD']).")
+      .def_readonly("cross_edges", &NetSpec::cross_edges)
       .def_readonly("name", &NetSpec::name)
       .def_readonly("in_channels", &NetSpec::in_channels)
       .def_readonly("height", &NetSpec::height)

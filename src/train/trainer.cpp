@@ -173,19 +173,23 @@ StepResult Trainer::step(const torch::Tensor& images, const torch::Tensor& label
   optimizer_->zero_grad();
   torch::Tensor logits;
   torch::Tensor loss = loss_at(images, stage.config, y, {}, forward, &logits);
-  loss.backward();
-  if (options_.method == Method::Sandwich) {
-    // Largest first (done), then the smallest and random ones, learning the largest's
-    // predictions when distilling; gradients accumulate over all of them.
-    torch::Tensor soft;
-    if (options_.distill) soft = torch::softmax(logits.detach(), 1);
+  if (options_.method != Method::Sandwich) {
+    loss.backward();
+  } else {
+    // The largest config, then the smallest and random ones, which learn the largest's
+    // predictions when distilling. The losses are averaged, so a sandwich step moves the
+    // weights as far as a single-config step at the same learning rate (summing them
+    // diverged at lr 0.05 here).
     std::vector<nn::Config> extra{stage.configs.front()};
     if (stage.configs.size() > 2) {
       std::uniform_int_distribution<size_t> pick(1, stage.configs.size() - 2);
       for (int64_t k = 0; k < options_.sandwich_random; ++k) extra.push_back(stage.configs[pick(rng_)]);
     }
-    for (const auto& c : extra)
-      if (c != stage.config) loss_at(images, c, y, soft, forward, nullptr).backward();
+    const double scale = 1.0 / static_cast<double>(extra.size() + 1);
+    (loss * scale).backward();
+    torch::Tensor soft;
+    if (options_.distill) soft = torch::softmax(logits.detach(), 1);
+    for (const auto& c : extra) (loss_at(images, c, y, soft, forward, nullptr) * scale).backward();
   }
   optimizer_->step();
   torch::NoGradGuard no_grad;
