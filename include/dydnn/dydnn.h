@@ -2,6 +2,8 @@
 /// \file
 /// Umbrella header: everything public in dydnn.
 
+#include <dydnn/data/dataset.h>
+#include <dydnn/data/idx.h>
 #include <dydnn/errors.h>
 #include <dydnn/nn/config.h>
 #include <dydnn/nn/connectivity.h>
@@ -16,4 +18,6 @@
 #include <dydnn/nn/static_layer.h>
 #include <dydnn/runtime/allocator.h>
 #include <dydnn/runtime/latency.h>
+#include <dydnn/train/stages.h>
+#include <dydnn/train/trainer.h>
 #include <dydnn/version.h>

@@ -208,8 +208,20 @@ def _signature_problems(where: str, func, name: str, node: ast.FunctionDef, has_
         runtime = runtime[1:]
     args = node.args
     problems = []
-    if args.vararg or args.kwarg or args.kwonlyargs:
-        problems.append(f"{where}: the stub has *args/**kwargs/keyword-only parameters pybind does not")
+    # pybind shows py::kw_only() as a bare `*`; what follows must be keyword-only in the stub too.
+    names = [n for n, _ in runtime]
+    runtime_kwonly = runtime[names.index("*") + 1:] if "*" in names else []
+    runtime = runtime[:names.index("*")] if "*" in names else runtime
+    stub_kwonly = [(a.arg, d) for a, d in zip(args.kwonlyargs, args.kw_defaults)]
+    if [n for n, _ in runtime_kwonly] != [n for n, _ in stub_kwonly]:
+        problems.append(f"{where}: keyword-only parameters: binding {[n for n, _ in runtime_kwonly]}, "
+                        f"stub {[n for n, _ in stub_kwonly]}")
+    for (rt_name, rt_default), (_, default) in zip(runtime_kwonly, stub_kwonly):
+        if (default is None) != (rt_default is None):
+            problems.append(f"{where}: `{rt_name}` default: binding {rt_default!r}, stub "
+                            f"{None if default is None else ast.unparse(default)!r}")
+    if args.vararg or args.kwarg:
+        problems.append(f"{where}: the stub has *args/**kwargs parameters pybind does not")
     positional = [(a, True) for a in args.posonlyargs] + [(a, False) for a in args.args]
     if has_self:
         positional = positional[1:]
