@@ -295,7 +295,7 @@ class Trainer:
         forward = None
         if distributed:
             # A fresh wrapper per epoch: what requires a gradient changes between stages.
-            ddp = torch.nn.parallel.DistributedDataParallel(self.net)
+            ddp = _wrap_ddp(self.net, find_unused=cpp.method == "sandwich")
             forward = lambda x, c: ddp(x, c)  # noqa: E731
         total = None
         if tensors:
@@ -368,6 +368,21 @@ class Trainer:
         if _distributed()[0] == 0:
             _write_json_atomically(Path(path), doc)
         return doc
+
+
+def _wrap_ddp(net: DynamicNet, find_unused: bool):
+    """``DistributedDataParallel(net)``. The mirrored C++ tensors carry ``_is_param`` so that
+    torch treats them as parameters, and in torch 1.13 that flag also makes them pass
+    ``isinstance(p, UninitializedParameter)``, which DDP refuses; it is lowered while DDP
+    inspects the module. ``sandwich`` leaves some parameters unused by some configs."""
+    params = list(net.parameters())
+    for p in params:
+        p._is_param = False
+    try:
+        return torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=find_unused)
+    finally:
+        for p in params:
+            p._is_param = True
 
 
 def _write_json_atomically(path: Path, doc: dict) -> None:
