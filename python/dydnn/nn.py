@@ -49,7 +49,10 @@ class _CppBacked(torch.nn.Module):
         super().__init__()
         object.__setattr__(self, "_impl", impl)
         for name, tensor in _cpp_tensors(impl, "parameters"):
-            tensor._is_param = True  # the very tensor C++ computes with, seen as a Parameter
+            # The very tensor C++ computes with, made a Parameter in place (its Python class
+            # only): a `_is_param` flag would also make torch 1.13 count it as an
+            # UninitializedParameter, which DistributedDataParallel refuses.
+            tensor.__class__ = torch.nn.Parameter
             self.register_parameter(name, tensor)
         for name, tensor in _cpp_tensors(impl, "buffers"):
             self.register_buffer(name, tensor)

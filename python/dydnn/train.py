@@ -315,6 +315,11 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.4f}", refresh=False)
         if count == 0:
             raise ValueError("[dydnn.train] training data: the data set is empty (0 examples; need at least 1)")
+        if distributed:
+            # DDP copies rank 0's buffers at each forward, so after the last batch every rank
+            # has updated its own BN statistics: make them rank 0's again.
+            for b in self.net.buffers():
+                torch.distributed.broadcast(b, 0)
         seconds = time.perf_counter() - start
         val = self._validate(validation, stage.config) if validation is not None else None
         if bar is not None:
@@ -371,18 +376,8 @@ class Trainer:
 
 
 def _wrap_ddp(net: DynamicNet, find_unused: bool):
-    """``DistributedDataParallel(net)``. The mirrored C++ tensors carry ``_is_param`` so that
-    torch treats them as parameters, and in torch 1.13 that flag also makes them pass
-    ``isinstance(p, UninitializedParameter)``, which DDP refuses; it is lowered while DDP
-    inspects the module. ``sandwich`` leaves some parameters unused by some configs."""
-    params = list(net.parameters())
-    for p in params:
-        p._is_param = False
-    try:
-        return torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=find_unused)
-    finally:
-        for p in params:
-            p._is_param = True
+    """``DistributedDataParallel(net)``; ``sandwich`` leaves some parameters unused by some configs."""
+    return torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=find_unused)
 
 
 def _write_json_atomically(path: Path, doc: dict) -> None:

@@ -170,7 +170,11 @@ StepResult Trainer::step(const torch::Tensor& images, const torch::Tensor& label
   DYDNN_CHECK_VALUE(lo >= 0 && hi < spec.classes, "train", "step: label {} is out of range (valid: 0..{})",
                     lo < 0 ? lo : hi, spec.classes - 1);
   const Stage& stage = stages_[stage_];
-  optimizer_->zero_grad();
+  // Gradients are dropped, not zeroed: a sandwich step leaves the parameters of configs
+  // it did not sample without a gradient, so SGD must not apply weight decay and momentum
+  // to them (and a resumed run, whose gradients start empty, stays bitwise the same).
+  for (auto& group : optimizer_->param_groups())
+    for (auto& p : group.params()) p.mutable_grad().reset();
   torch::Tensor logits;
   torch::Tensor loss = loss_at(images, stage.config, y, {}, forward, &logits);
   if (options_.method != Method::Sandwich) {
@@ -372,8 +376,9 @@ void Trainer::save_checkpoint(const std::string& path) const {
   } catch (const std::exception& e) {
     std::error_code ignored;
     std::filesystem::remove(tmp, ignored);
+    const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
     DYDNN_CHECK_VALUE(false, "train", "save_checkpoint: could not write {} ({}); the previous file is unchanged", path,
-                      e.what());
+                      torch_error ? torch_error->what_without_backtrace() : e.what());
   }
 }
 
@@ -382,8 +387,9 @@ void Trainer::load_checkpoint(const std::string& path) {
   try {
     archive.load_from(path);
   } catch (const std::exception& e) {
+    const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
     DYDNN_CHECK_VALUE(false, "train", "load_checkpoint: {} is not a readable dydnn checkpoint ({})", path,
-                      std::string(e.what()).substr(0, 200));
+                      std::string(torch_error ? torch_error->what_without_backtrace() : e.what()).substr(0, 200));
   }
   c10::IValue method, spec_text;
   archive.read("method", method);
