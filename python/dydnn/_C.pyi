@@ -279,6 +279,8 @@ def check_dataset(images: torch.Tensor, labels: torch.Tensor, spec: NetSpec, wha
 def split_dataset(
     images: torch.Tensor, labels: torch.Tensor, validation_fraction: float, seed: int
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]: ...
+# Random mirroring and shifts of a float batch [N, C, H, W] (the trainer's augmentation).
+def augment(images: torch.Tensor, max_shift: int = 2, flip: bool = True, seed: int = 0) -> torch.Tensor: ...
 def derive_seed(seed: int, stage: int, epoch: int) -> int: ...
 
 class Metrics:
@@ -346,6 +348,9 @@ class Trainer:
         distill: bool,
         checkpoint_dir: str,
         progress: bool,
+        augment: bool = False,
+        augment_shift: int = 2,
+        augment_flip: bool = True,
     ) -> None: ...
     @property
     def stages(self) -> List[Stage]: ...

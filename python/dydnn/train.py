@@ -153,7 +153,8 @@ class Trainer:
     ``ValueError`` naming the stages). The learning rate decays with a cosine within each
     stage unless ``cosine=False``. ``checkpoint_dir`` receives ``checkpoint.pt`` after every
     epoch; ``fit(..., resume=True)`` continues from it and reproduces the uninterrupted run.
-    Under ``torch.distributed`` each stage runs through ``DistributedDataParallel`` (gloo
+    ``augment`` mirrors and shifts (up to ``augment_shift`` pixels) every training batch,
+    seeded per epoch. Under ``torch.distributed`` each stage runs through ``DistributedDataParallel`` (gloo
     works on CPU), each rank on its share of every epoch, and only rank 0 writes files.
     """
 
@@ -161,7 +162,8 @@ class Trainer:
                  lr: Union[float, Sequence[float]] = 0.05, cosine: bool = True, optimizer: str = "sgd",
                  momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 64, seed: int = 0,
                  sandwich_random: int = 2, distill: bool = True, checkpoint_dir: Union[str, os.PathLike, None] = None,
-                 progress: bool = True, normalization: Optional[Normalization] = None):
+                 progress: bool = True, normalization: Optional[Normalization] = None, augment: bool = False,
+                 augment_shift: int = 2, augment_flip: bool = True):
         self.net = net
         rank, _ = _distributed()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -172,7 +174,7 @@ class Trainer:
         self._cpp = _C.Trainer(_impl(net), method, epochs, lr, cosine, optimizer, momentum, weight_decay, batch_size,
                                seed, sandwich_random, distill,
                                str(self.checkpoint_dir) if self.checkpoint_dir is not None and rank == 0 else "",
-                               False)
+                               False, augment, augment_shift, augment_flip)
         self.progress = progress
         if normalization is not None:
             self._cpp.normalization = normalization

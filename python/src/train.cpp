@@ -83,6 +83,14 @@ void bind_train(py::module_& m) {
         return py::make_tuple(a.images, a.labels, b.images, b.labels);
       },
       py::arg("images"), py::arg("labels"), py::arg("validation_fraction"), py::arg("seed"));
+  m.def(
+      "augment",
+      [](const torch::Tensor& images, int64_t max_shift, bool flip, uint64_t seed) {
+        auto generator = at::detail::createCPUGenerator(seed);
+        return data::augment(images, max_shift, flip, generator);
+      },
+      py::arg("images"), py::arg("max_shift") = 2, py::arg("flip") = true, py::arg("seed") = 0,
+      "Random mirroring and shifts of a float batch [N, C, H, W] (the trainer's augmentation).");
   m.def("derive_seed", &data::derive_seed, py::arg("seed"), py::arg("stage"), py::arg("epoch"));
 
   py::class_<train::Metrics>(m, "Metrics")
@@ -134,7 +142,8 @@ void bind_train(py::module_& m) {
       .def(py::init([](std::shared_ptr<DynamicNetImpl> net, const std::string& method, std::vector<int64_t> epochs,
                        std::vector<double> lr, bool cosine, const std::string& optimizer, double momentum,
                        double weight_decay, int64_t batch_size, uint64_t seed, int64_t sandwich_random, bool distill,
-                       const std::string& checkpoint_dir, bool progress) {
+                       const std::string& checkpoint_dir, bool progress, bool augment, int64_t augment_shift,
+                       bool augment_flip) {
              TrainOptions o;
              o.method = train::method_from_string(method);
              o.epochs = std::move(epochs);
@@ -149,11 +158,15 @@ void bind_train(py::module_& m) {
              o.distill = distill;
              o.checkpoint_dir = checkpoint_dir;
              o.progress = progress;
+             o.augment = augment;
+             o.augment_shift = augment_shift;
+             o.augment_flip = augment_flip;
              return std::make_unique<Trainer>(nn::DynamicNet(std::move(net)), o);
            }),
            py::arg("net"), py::arg("method"), py::arg("epochs"), py::arg("lr"), py::arg("cosine"), py::arg("optimizer"),
            py::arg("momentum"), py::arg("weight_decay"), py::arg("batch_size"), py::arg("seed"),
-           py::arg("sandwich_random"), py::arg("distill"), py::arg("checkpoint_dir"), py::arg("progress"))
+           py::arg("sandwich_random"), py::arg("distill"), py::arg("checkpoint_dir"), py::arg("progress"),
+           py::arg("augment") = false, py::arg("augment_shift") = 2, py::arg("augment_flip") = true)
       .def_property_readonly("stages", &Trainer::stages)
       .def_property_readonly("stage", &Trainer::stage)
       .def_property_readonly("epoch", &Trainer::epoch)

@@ -57,6 +57,28 @@ void check_dataset(const ImageDataset& data, const nn::NetSpec& spec, const std:
                     lo < 0 ? lo : hi, spec.classes - 1, spec.classes, spec.name);
 }
 
+torch::Tensor augment(const torch::Tensor& images, int64_t max_shift, bool flip, at::Generator& generator) {
+  DYDNN_CHECK_VALUE(max_shift >= 0, "data", "augment: max_shift {} (valid: >= 0)", max_shift);
+  DYDNN_CHECK_VALUE(images.defined() && images.dim() == 4, "data", "augment: expected a batch [N, C, H, W]");
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = images;
+  const int64_t n = x.size(0);
+  if (flip) {
+    const auto mirror = torch::rand({n}, generator).lt(0.5).view({n, 1, 1, 1});
+    x = torch::where(mirror, x.flip({3}), x);
+  }
+  if (max_shift > 0) {
+    const auto padded = at::replication_pad2d(x, {max_shift, max_shift, max_shift, max_shift});
+    const auto offsets = torch::randint(0, 2 * max_shift + 1, {n, 2}, generator, torch::kLong);
+    const auto* o = offsets.data_ptr<int64_t>();
+    auto out = torch::empty_like(x);
+    for (int64_t k = 0; k < n; ++k)
+      out[k].copy_(padded[k].narrow(1, o[2 * k], x.size(2)).narrow(2, o[2 * k + 1], x.size(3)));
+    x = out;
+  }
+  return x;
+}
+
 uint64_t derive_seed(uint64_t seed, int64_t stage, int64_t epoch) {
   auto mix = [](uint64_t z) {
     z += 0x9e3779b97f4a7c15ULL;

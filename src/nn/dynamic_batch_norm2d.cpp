@@ -122,7 +122,9 @@ uint64_t DynamicBatchNorm2dImpl::version_sum(Config config) const {
   uint64_t sum = 0;
   for (int64_t j : config.groups()) {
     const auto& s = slot(j, config);
-    sum += detail::version_of(s.weight) + detail::version_of(s.bias) + detail::version_of(s.running_mean) + detail::version_of(s.running_var);
+    // Data pointers too: loading replaces a tensor's data without bumping its version.
+    for (const auto* t : {&s.weight, &s.bias, &s.running_mean, &s.running_var})
+      sum += detail::version_of(*t) + reinterpret_cast<uintptr_t>(t->data_ptr());
   }
   return sum;
 }
@@ -190,6 +192,9 @@ torch::Tensor DynamicBatchNorm2dImpl::forward_groups(const torch::Tensor& input,
 }
 
 torch::Tensor DynamicBatchNorm2dImpl::normalize_groups(const torch::Tensor& input, Config config, Config groups) {
+  // Training updates the running statistics inside the kernel and the optimiser steps
+  // through `.data()`: neither bumps a version counter, so the cached sets go.
+  cache_.clear();
   bool all_learn = is_training();
   for (int64_t j : groups.groups()) all_learn = all_learn && !frozen_[j][slot_of(j, config)];
   if (all_learn && groups.count() > 1) {
@@ -233,6 +238,8 @@ torch::Tensor DynamicBatchNorm2dImpl::normalize_groups(const torch::Tensor& inpu
   }
   return outputs.size() == 1 ? outputs.front() : torch::cat(outputs, 1);
 }
+
+void DynamicBatchNorm2dImpl::invalidate_cache() { cache_.clear(); }
 
 int64_t DynamicBatchNorm2dImpl::resident_bytes() const {
   int64_t total = 0;

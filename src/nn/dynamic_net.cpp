@@ -293,6 +293,15 @@ void DynamicNetImpl::set_frozen_statistics(Config config, bool frozen) {
       for (int64_t j : config.groups()) b.bn->set_frozen(j, config, frozen);
 }
 
+void DynamicNetImpl::invalidate_caches() {
+  for (auto& b : blocks_) {
+    if (b.conv) b.conv->invalidate_cache();
+    if (b.bn) b.bn->invalidate_cache();
+    if (b.linear) b.linear->invalidate_cache();
+  }
+  if (head_) head_->invalidate_cache();
+}
+
 void DynamicNetImpl::set_execution(Execution execution) {
   for (auto& b : blocks_) {
     if (b.conv) b.conv->options.execution(execution);

@@ -53,6 +53,9 @@ Execution resolve_auto(const GroupedLayout& layout, Config config, int64_t work)
 torch::Tensor run_grouped(GroupedWeight& weight, const torch::Tensor& input, Config config, Execution execution,
                           int64_t work, const GroupedOp& op) {
   if (torch::GradMode::is_enabled() && (weight.requires_grad() || input.requires_grad())) {
+    // An optimiser step usually follows, and LibTorch's optimisers write through
+    // `.data()`, which does not bump the version counters the caches check.
+    weight.invalidate();
     auto [w, b] = weight.packed_for_training(config);
     return op(input, w, b);
   }

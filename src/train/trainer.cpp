@@ -25,6 +25,7 @@ void TrainOptions::validate() const {
   DYDNN_CHECK_VALUE(weight_decay >= 0, "train", "weight_decay {} (valid: >= 0)", weight_decay);
   DYDNN_CHECK_VALUE(batch_size >= 1, "train", "batch_size {} (valid: >= 1)", batch_size);
   DYDNN_CHECK_VALUE(sandwich_random >= 0, "train", "sandwich_random {} (valid: >= 0)", sandwich_random);
+  DYDNN_CHECK_VALUE(augment_shift >= 0, "train", "augment_shift {} (valid: >= 0)", augment_shift);
 }
 
 void Metrics::add(const torch::Tensor& logits, const torch::Tensor& labels) {
@@ -136,7 +137,9 @@ std::vector<torch::Tensor> Trainer::prepare() {
   for (auto& group : optimizer_->param_groups()) group.options().set_lr(current_lr());
   const int64_t position = static_cast<int64_t>(stage_) * 1000003 + epoch_;
   if (rng_epoch_ != position) {
-    rng_.seed(data::derive_seed(options_.seed, static_cast<int64_t>(stage_), epoch_));
+    const uint64_t seed = data::derive_seed(options_.seed, static_cast<int64_t>(stage_), epoch_);
+    rng_.seed(seed);
+    augment_generator_ = at::detail::createCPUGenerator(seed ^ 0x5bd1e995ULL);
     rng_epoch_ = position;
   }
   net_->train();
@@ -170,13 +173,15 @@ StepResult Trainer::step(const torch::Tensor& images, const torch::Tensor& label
   DYDNN_CHECK_VALUE(lo >= 0 && hi < spec.classes, "train", "step: label {} is out of range (valid: 0..{})",
                     lo < 0 ? lo : hi, spec.classes - 1);
   const Stage& stage = stages_[stage_];
+  const torch::Tensor batch =
+      options_.augment ? data::augment(images, options_.augment_shift, options_.augment_flip, augment_generator_) : images;
   // Gradients are dropped, not zeroed: a sandwich step leaves the parameters of configs
   // it did not sample without a gradient, so SGD must not apply weight decay and momentum
   // to them (and a resumed run, whose gradients start empty, stays bitwise the same).
   for (auto& group : optimizer_->param_groups())
     for (auto& p : group.params()) p.mutable_grad().reset();
   torch::Tensor logits;
-  torch::Tensor loss = loss_at(images, stage.config, y, {}, forward, &logits);
+  torch::Tensor loss = loss_at(batch, stage.config, y, {}, forward, &logits);
   if (options_.method != Method::Sandwich) {
     loss.backward();
   } else {
@@ -193,9 +198,10 @@ StepResult Trainer::step(const torch::Tensor& images, const torch::Tensor& label
     (loss * scale).backward();
     torch::Tensor soft;
     if (options_.distill) soft = torch::softmax(logits.detach(), 1);
-    for (const auto& c : extra) (loss_at(images, c, y, soft, forward, nullptr) * scale).backward();
+    for (const auto& c : extra) (loss_at(batch, c, y, soft, forward, nullptr) * scale).backward();
   }
   optimizer_->step();
+  net_->invalidate_caches();  // the step wrote through `.data()`, which caches cannot see
   torch::NoGradGuard no_grad;
   return StepResult{loss.item<double>() * static_cast<double>(images.size(0)),
                     logits.argmax(1).eq(y).sum().item<int64_t>(), images.size(0)};
@@ -406,6 +412,7 @@ void Trainer::load_checkpoint(const std::string& path) {
   torch::serialize::InputArchive net_archive;
   archive.read("net", net_archive);
   net_->load(net_archive);
+  net_->invalidate_caches();
   stage_ = static_cast<size_t>(position[0].item<int64_t>());
   epoch_ = position[1].item<int64_t>();
   archive.read("norm_mean", mean);
@@ -478,7 +485,7 @@ std::string Trainer::results_json(const std::vector<ConfigEvaluation>& evaluatio
       "{{\n  \"format\": \"dydnn-results/1\",\n  \"dydnn_version\": {},\n  \"torch_version\": {},\n"
       "  \"method\": {},\n  \"spec\": {},\n  \"spec_text\": {},\n  \"connectivity\": {},\n  \"dataset\": {},\n"
       "  \"options\": {{\"epochs\": {}, \"lr\": {}, \"cosine\": {}, \"optimizer\": {}, \"momentum\": {}, "
-      "\"weight_decay\": {}, \"batch_size\": {}, \"seed\": {}, \"sandwich_random\": {}, \"distill\": {}}},\n"
+      "\"weight_decay\": {}, \"batch_size\": {}, \"seed\": {}, \"sandwich_random\": {}, \"distill\": {}, \"augment\": {}, \"augment_shift\": {}, \"augment_flip\": {}}},\n"
       "  \"normalization\": {{\"mean\": {}, \"std\": {}}},\n"
       "  \"budget\": {{\"images\": {}, \"seconds\": {}, \"threads\": {}}},\n"
       "  \"stages\": [{}],\n  \"history\": {},\n  \"evaluations\": [\n    {}\n  ]\n}}\n",
@@ -486,7 +493,8 @@ std::string Trainer::results_json(const std::vector<ConfigEvaluation>& evaluatio
       json_string(net_->spec().name), json_string(net_->spec().to_text()), json_string(net_->connectivity().name()),
       json_string(dataset), json_list(o.epochs), json_list(o.lr), o.cosine ? "true" : "false",
       json_string(o.optimizer), json_number(o.momentum), json_number(o.weight_decay), o.batch_size, o.seed,
-      o.sandwich_random, o.distill ? "true" : "false", json_list(normalization_.mean), json_list(normalization_.std),
+      o.sandwich_random, o.distill ? "true" : "false", o.augment ? "true" : "false", o.augment_shift,
+      o.augment_flip ? "true" : "false", json_list(normalization_.mean), json_list(normalization_.std),
       images, json_number(seconds), at::get_num_threads(), fmt::join(stages, ", "), history_json(history_),
       fmt::join(evals, ",\n    "));
 }

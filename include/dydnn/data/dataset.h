@@ -51,6 +51,12 @@ std::pair<ImageDataset, ImageDataset> split(const ImageDataset& data, double val
 /// same batches as an uninterrupted one.
 torch::Tensor epoch_order(int64_t n, uint64_t seed, int64_t stage, int64_t epoch);
 
+/// Training augmentation of a float batch `[N, C, H, W]`: each image is mirrored left to
+/// right with probability 1/2 (when `flip`) and shifted by up to `max_shift` pixels in x and
+/// y (edges replicated), drawn from `generator`. Returns a new tensor; `max_shift` 0 and no
+/// flip return the input. Throws `ValueError` for a negative shift or a non-4-D batch.
+torch::Tensor augment(const torch::Tensor& images, int64_t max_shift, bool flip, at::Generator& generator);
+
 /// A generator seed derived from `(seed, stage, epoch)` (splitmix64 mixing).
 uint64_t derive_seed(uint64_t seed, int64_t stage, int64_t epoch);
 

@@ -83,6 +83,8 @@ class DynamicBatchNorm2dImpl : public torch::nn::Cloneable<DynamicBatchNorm2dImp
   /// The layer at `config` as plain tensors: `weight`, `bias`, `running_mean`,
   /// `running_var` of the active channels (copies), `eps`, `momentum`.
   StaticLayer static_layer(Config config);
+  /// Drops the cached per-config concatenations (a training forward does it itself).
+  void invalidate_cache();
   /// Bytes this layer holds: every statistics set and the per-config concatenations it caches.
   int64_t resident_bytes() const;
   /// A plain `torch::nn::BatchNorm2d` computing what `forward` computes at `config`.

@@ -77,6 +77,10 @@ class DynamicNetImpl : public torch::nn::Module {
   /// is). Training at `config` runs that part once without autograd and only the rest
   /// with it ("frozen groups need no weight gradients"); empty when nothing is frozen.
   Config frozen_part(Config config) const;
+  /// Drops every layer's inference caches. Needed only after changing parameters
+  /// through `.data()` outside a training forward (LibTorch's optimisers do; a forward
+  /// with autograd before the step drops them too); `Trainer` calls it after each step.
+  void invalidate_caches();
   /// Sets the inference strategy of every grouped layer.
   void set_execution(Execution execution);
 

@@ -7,6 +7,7 @@
 #include <dydnn/nn/dynamic_net.h>
 #include <dydnn/train/stages.h>
 
+#include <ATen/core/Generator.h>
 #include <torch/optim/optimizer.h>
 
 #include <functional>
@@ -40,6 +41,11 @@ struct TrainOptions {
   int64_t sandwich_random = 2;
   /// `sandwich`: smaller configs learn the largest's soft predictions (in-place distillation).
   bool distill = true;
+  /// Augments every training batch in `step` (`data::augment`): random left-right
+  /// mirroring and shifts of up to `augment_shift` pixels, drawn per epoch from the seed.
+  bool augment = false;
+  int64_t augment_shift = 2;
+  bool augment_flip = true;
   /// Where `checkpoint.pt` is written after every epoch (and so after every stage); empty = nowhere.
   std::string checkpoint_dir;
   /// A progress line on stderr during `fit`.
@@ -202,6 +208,7 @@ class Trainer {
   size_t optimizer_stage_ = static_cast<size_t>(-1);
   int64_t rng_epoch_ = -1;
   std::mt19937_64 rng_;
+  at::Generator augment_generator_;
 };
 
 }  // namespace train

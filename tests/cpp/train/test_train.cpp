@@ -289,3 +289,42 @@ TEST_CASE("bad training input gives errors naming the value", "[train][errors]")
     REQUIRE_THROWS_WITH(Trainer(net, o), Catch::Contains("batch_size 0 (valid: >= 1)"));
   }
 }
+
+TEST_CASE("evaluation after training steps sees the new weights and statistics, not cached ones", "[train]") {
+  // LibTorch's optimisers write through `.data()`, which bumps no version counter; a
+  // stale inference cache once made every evaluation after the first use old BN values.
+  for (const auto& spec : {tiny_spec("incremental"), tiny_spec("fluid islands=0,1/2,3 cross=on", "per_config"),
+                           tiny_spec("prefix", "prefix")}) {
+    INFO(spec.connectivity);
+    torch::manual_seed(10);
+    DynamicNet net(spec);
+    Trainer trainer(net, quick(Method::Static, 3));
+    const auto data = tiny_data(64, 11);
+    trainer.set_normalization(dydnn::data::Normalization::fit(data.images));
+    const auto probe = trainer.normalization().apply(data.images.slice(0, 0, 16));
+    while (!trainer.finished()) {
+      outputs(net, probe);  // fills every inference cache
+      const auto order = trainer.epoch_order(data.size());
+      for (int64_t b = 0; b < data.size(); b += 16) {
+        auto index = order.slice(0, b, b + 16);
+        trainer.step(trainer.normalization().apply(data.images.index_select(0, index)),
+                     data.labels.index_select(0, index));
+      }
+      trainer.end_epoch({});
+    }
+    const auto trained = outputs(net, probe);
+    // A fresh net holding the same tensors has no caches at all.
+    DynamicNet fresh(spec);
+    {
+      torch::NoGradGuard no_grad;
+      const auto src = snapshot(net);
+      for (auto& p : fresh->named_parameters()) p.value().copy_(src.at(p.key()));
+      for (auto& b : fresh->named_buffers()) b.value().copy_(src.at(b.key()));
+    }
+    const auto reference = outputs(fresh, probe);
+    for (const auto& c : net->configs()) {
+      INFO(c.name());
+      CHECK(torch::equal(trained.at(c), reference.at(c)));
+    }
+  }
+}

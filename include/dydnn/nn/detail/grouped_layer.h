@@ -42,6 +42,7 @@ class GroupedLayerImpl : public torch::nn::Cloneable<Derived> {
   /// input at `config`, with autograd: the trainable part of a split training forward.
   torch::Tensor forward_rows(const torch::Tensor& input, Config config, Config rows) {
     options.connectivity().check_valid(config, Derived::kName);
+    weight_.invalidate();  // as in a training forward: a step through `.data()` follows
     auto [w, b] = weight_.packed_for_training(config, rows);
     return derived().apply(input, w, b);
   }
@@ -49,8 +50,9 @@ class GroupedLayerImpl : public torch::nn::Cloneable<Derived> {
   std::vector<torch::Tensor> parameters_of(Config config, Config rows = Config()) const {
     return weight_.parameters_of(config, rows);
   }
-  /// Drops cached weight copies; needed only after changing parameters through
-  /// `.data` (in-place updates through the parameters, `.to()` and loading are seen).
+  /// Drops cached weight copies. A forward with autograd does it itself (LibTorch's
+  /// optimisers update through `.data()`, which caches cannot see); call it after
+  /// changing parameters through `.data` yourself.
   void invalidate_cache() { weight_.invalidate(); }
   /// Bytes this layer holds: its weight storage, biases and cached copies.
   int64_t resident_bytes() const { return weight_.resident_bytes(); }
