@@ -5,8 +5,8 @@ Budget: every method trains each of its stages for the same number of epochs
 records the images processed and the wall time as well. docs/make_results.py renders
 docs/results.md from these files.
 
-    python benchmarks/train_methods.py --epochs 6 --out build/results            # all methods
-    python benchmarks/train_methods.py --methods incremental static --epochs 6     # a subset
+    python benchmarks/train_methods.py --epochs 10 --out build/results           # all methods
+    python benchmarks/train_methods.py --methods incremental static --epochs 10    # a subset
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def run(name: str, epochs: int, lr: float, seed: int, out: Path, limit: int | No
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(RUNS), choices=list(RUNS))
-    p.add_argument("--epochs", type=int, default=6, help="epochs per stage, every method (default 6)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per stage, every method (default 10)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for training (default 1)")

@@ -1,6 +1,6 @@
 """Renders docs/results.md (and its figure) from the results JSON files of benchmarks/train_methods.py.
 
-    python benchmarks/train_methods.py --epochs 6 --out build/results
+    python benchmarks/train_methods.py --epochs 10 --out build/results
     python docs/make_results.py build/results --out docs/results.md
 
 Every number in the page comes from those files; nothing is typed in.
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", type=Path, help="directory holding <method>.json")
     p.add_argument("--out", type=Path, default=Path("docs/results.md"))
-    p.add_argument("--command", default="python benchmarks/train_methods.py --epochs 6 --out build/results\n"
+    p.add_argument("--command", default="python benchmarks/train_methods.py --epochs 10 --out build/results\n"
                                         "python docs/make_results.py build/results --out docs/results.md")
     args = p.parse_args(argv)
     docs = load(args.results)

@@ -556,3 +556,39 @@ def test_results_document():
     timed = trainer.results((images, labels), dataset="tiny", latency=True)
     assert all(e["latency_us"] > 0 and e["latency_p95_us"] >= e["latency_us"] for e in timed["evaluations"])
     assert timed["latency_threads"] == torch.get_num_threads()
+
+
+# --- augmentation ----------------------------------------------------------------------------
+
+
+def test_augment_mirrors_and_shifts_deterministically():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    assert torch.equal(dydnn._C.augment(x, 0, False, 3), x)
+    a, b = dydnn._C.augment(x, 1, True, 3), dydnn._C.augment(x, 1, True, 3)
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert not torch.equal(dydnn._C.augment(x, 1, True, 4), a) or not torch.equal(a, x)
+    # Mirroring alone: every image is itself or its mirror.
+    m = dydnn._C.augment(x, 0, True, 5)
+    for k in range(2):
+        assert torch.equal(m[k], x[k]) or torch.equal(m[k], x[k].flip(2))
+    with pytest.raises(ValueError, match=r"max_shift -1 \(valid: >= 0\)"):
+        dydnn._C.augment(x, -1, True, 0)
+
+
+def test_augmented_training_resumes_bitwise(tmp_path):
+    images, labels = tiny_data(48, 2)
+    full = make_net(tiny_spec(), seed=3)
+    make_trainer(full, epochs=2, augment=True).fit((images, labels))
+    first = make_net(tiny_spec(), seed=3)
+    t = make_trainer(first, epochs=2, augment=True, checkpoint_dir=tmp_path)
+    t.normalization = train.Normalization.fit(images)
+    for _ in range(3):  # three of eight epochs, then a "crash"
+        order = t._cpp.epoch_order(labels.shape[0])
+        for b in range(0, labels.shape[0], t._cpp.batch_size):
+            index = order[b:b + t._cpp.batch_size]
+            t.step(t.normalization.apply(images[index]), labels[index])
+        t._cpp.end_epoch(0.0, 0.0, None, 0, 0.0)
+    resumed = make_net(tiny_spec(), seed=99)
+    make_trainer(resumed, epochs=2, augment=True, checkpoint_dir=tmp_path).fit((images, labels), resume=True)
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
