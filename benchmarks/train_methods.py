@@ -35,8 +35,11 @@ RUNS = {
 }
 
 
-def run(name: str, epochs: int, lr: float, seed: int, out: Path, limit: int | None, threads: int) -> dict:
+def run(name: str, epochs: int, lr: float, seed: int, out: Path, limit: int | None, threads: int,
+        augment: bool = False) -> dict:
     spec_name, method, overrides = RUNS[name]
+    if augment:
+        name = f"{name}_aug"
     spec = nn._load_spec(spec_name)
     if overrides:
         spec = spec.replace(**overrides)
@@ -47,13 +50,13 @@ def run(name: str, epochs: int, lr: float, seed: int, out: Path, limit: int | No
     tr_x, tr_y, val_x, val_y = dydnn._C.split_dataset(images, labels, 5000 / 60000, seed)
     test = dydnn.data.fashion_mnist("test", raw=True)
     trainer = train.Trainer(net, method, epochs=epochs, lr=lr, seed=seed, checkpoint_dir=out / name,
-                            progress=sys.stderr.isatty())
+                            progress=sys.stderr.isatty(), augment=augment)
     start = time.perf_counter()
     trainer.fit((tr_x, tr_y), (val_x, val_y), resume=True)
     wall = time.perf_counter() - start
     torch.set_num_threads(1)  # latency at batch 1 on one thread, as in docs/kernels.md
     doc = trainer.save_results(out / f"{name}.json", test, dataset="fashion_mnist (55k train / 5k validation / 10k test)")
-    doc["run"] = {"name": name, "epochs_per_stage": epochs, "lr": lr, "train_threads": threads,
+    doc["run"] = {"name": name, "epochs_per_stage": epochs, "lr": lr, "train_threads": threads, "augment": augment,
                   "wall_seconds_this_process": wall}
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     return doc
@@ -66,12 +69,13 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for training (default 1)")
+    p.add_argument("--augment", action="store_true", help="mirror + shift augmentation (results get an _aug suffix)")
     p.add_argument("--limit", type=int, default=None, help="first N training images (smoke runs)")
     p.add_argument("--out", type=Path, default=Path("build/results"))
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.methods:
-        doc = run(name, args.epochs, args.lr, args.seed, args.out, args.limit, args.threads)
+        doc = run(name, args.epochs, args.lr, args.seed, args.out, args.limit, args.threads, args.augment)
         tops = ", ".join(f"{e['config']} {e['top1']:.4f}" for e in doc["evaluations"])
         print(f"{name}: {tops}  ({doc['budget']['seconds']:.0f} s training)", flush=True)
     return 0
