@@ -7,7 +7,7 @@ import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C
 from ._C import Config, Connectivity, Execution, GroupSpec, NetSpec, retain_freed_memory
-from . import data, nn, train
+from . import data, nn, plots, train
 from .specs import spec_path, available_specs
 
 __version__ = "0.1.0"
@@ -21,6 +21,7 @@ __all__ = [
     "data",
     "nn",
     "train",
+    "plots",
     "retain_freed_memory",
     "spec_path",
     "available_specs",

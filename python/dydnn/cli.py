@@ -1,0 +1,523 @@
+"""The ``dydnn`` command: train a dynamic net, evaluate a run, plot accuracy against cost.
+
+Examples::
+
+    dydnn train --spec fashion_mnist_default --method incremental --epochs 1,1,2,2 --out runs/incremental
+    dydnn train --spec fashion_mnist_default --method static --epochs 3 --out runs/static
+    dydnn eval runs/incremental
+    dydnn plot runs/incremental/results.json runs/static/results.json -o accuracy.png
+
+``python -m dydnn ...`` is the same command. Errors (a bad spec name, a missing file, a
+schedule of the wrong length, ...) print one line ``dydnn: error: ...`` and exit with
+status 2; set ``DYDNN_TRACEBACK=1`` to see the Python traceback instead.
+
+A run directory (``--out DIR``) holds ``checkpoint.pt`` (written after every epoch, so
+``--resume`` continues an interrupted run), ``spec.spec`` (the spec actually trained) and
+``results.json`` (options, per-epoch history and per-config test results, with latency).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from . import _C, __version__
+from . import data as _data
+from . import plots
+from .nn import DynamicNet, NetSpec, _load_spec
+from .specs import available_specs
+from .train import METHODS, Trainer, _write_json_atomically
+
+__all__ = ["main", "build_parser", "training_spec", "CommandError"]
+
+DATASETS = ("fashion_mnist",)
+
+
+class CommandError(Exception):
+    """A user error the command reports as one line ``dydnn: error: ...`` (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors become one-line :class:`CommandError`s."""
+
+    def error(self, message):  # noqa: D401 (argparse's hook)
+        raise CommandError(f"{message} (see '{self.prog} --help')")
+
+
+# -- argument types -----------------------------------------------------------------------
+def _schedule(kind, what: str):
+    def parse(text: str):
+        try:
+            values = [kind(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid {what} '{text}': give one value for every stage or one per stage, comma-separated "
+                f"(e.g. {'2 or 1,2,2,3' if kind is int else '0.05 or 0.1,0.05,0.05,0.02'})") from None
+        return values
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"invalid fraction '{text}' (valid: 0 <= f < 1; 0 keeps no validation set)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid count '{text}' (valid: an integer >= 0)")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value '{text}' (valid: an integer >= 1)")
+    return value
+
+
+# -- the parser ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dydnn`` argument parser (subcommands ``train``, ``eval`` and ``plot``)."""
+    parser = _Parser(
+        prog="dydnn",
+        description="Train, evaluate and plot dynamic DNNs: one set of weights, many sub-networks (configs).",
+        epilog="Run 'dydnn COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"dydnn {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    # train
+    t = commands.add_parser(
+        "train", help="train a dynamic net and write a run directory",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Train a dynamic net with one of the training methods, evaluate every config on the test set\n"
+            "and write a run directory: checkpoint.pt (after every epoch), spec.spec (the spec trained)\n"
+            "and results.json (options, history, per-config top-1, loss, confidence, MACs, parameters,\n"
+            "latency). Prints the per-config table at the end.\n\n"
+            "methods:\n"
+            "  static       the full net at once: trains the spec's dense twin (connectivity and head\n"
+            "               'prefix', only the full config), the baseline to compare against\n"
+            "  incremental  one stage per config, each training only its new group (MLCAD'19)\n"
+            "  nested       Fluid islands, then the fused configs (needs a fluid spec)\n"
+            "  sandwich     every config jointly (smallest, largest and random ones per batch,\n"
+            "               with in-place distillation); trains the spec with 'prefix' connectivity"),
+        epilog=(
+            "examples:\n"
+            "  dydnn train --method incremental --epochs 1,1,2,2 --out runs/incremental\n"
+            "  dydnn train --spec fashion_mnist_fluid --method nested --fusion late --out runs/late\n"
+            "  dydnn train --method static --limit 5000 --threads 2 --out runs/static\n"
+            "  dydnn train --train-images x.idx.gz --train-labels y.idx.gz \\\n"
+            "              --test-images tx.idx.gz --test-labels ty.idx.gz --out runs/mine"))
+    g = t.add_argument_group("network and method")
+    g.add_argument("--spec", default="fashion_mnist_default", metavar="SPEC",
+                   help=f"a shipped spec ({', '.join(available_specs())}), a spec file or spec text "
+                        "(default: fashion_mnist_default)")
+    g.add_argument("--method", default="incremental", choices=METHODS, help="training method (default: incremental)")
+    g.add_argument("--keep-spec", action="store_true",
+                   help="train the spec as given (static and sandwich otherwise train their dense 'prefix' variant)")
+    g.add_argument("--fusion", choices=("cross", "late"),
+                   help="fluid specs only: 'cross' keeps the cross edges between islands, 'late' removes them "
+                        "(the islands meet only at the head)")
+    g = t.add_argument_group("schedule and optimiser")
+    g.add_argument("--epochs", type=_schedule(int, "epochs"), default=[2], metavar="N[,N...]",
+                   help="epochs for every stage, or one count per stage (default: 2)")
+    g.add_argument("--lr", type=_schedule(float, "learning rate"), default=[0.05], metavar="LR[,LR...]",
+                   help="learning rate for every stage, or one per stage; cosine decay within a stage (default: 0.05)")
+    g.add_argument("--no-cosine", action="store_true", help="keep the learning rate constant within a stage")
+    g.add_argument("--batch-size", type=_positive, default=64, metavar="N", help="batch size (default: 64)")
+    g.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="optimiser (default: sgd)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default: 5e-4)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seeds the initial weights, the shuffling and the validation split (default: 0)")
+    g.add_argument("--augment", action="store_true",
+                   help="augment every training batch: mirror and shift, seeded per epoch (default: off)")
+    g.add_argument("--augment-shift", type=_count, default=2, metavar="N",
+                   help="--augment: the largest shift in pixels (default: 2)")
+    g.add_argument("--no-augment-flip", action="store_true", help="--augment: shift only, no mirroring")
+    g.add_argument("--sandwich-random", type=_count, default=2, metavar="N",
+                   help="sandwich: random configs per batch besides the smallest and largest (default: 2)")
+    g.add_argument("--no-distill", action="store_true",
+                   help="sandwich: train every config on the labels, not on the full config's predictions")
+    _data_arguments(t, train=True)
+    g = t.add_argument_group("output")
+    g.add_argument("--out", required=True, metavar="DIR", help="run directory to write (created if missing)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in DIR from its checkpoint (same spec; gives the uninterrupted result)")
+    g.add_argument("--overwrite", action="store_true", help="start again even if DIR already holds a checkpoint")
+    g.add_argument("--threads", type=_positive, metavar="N",
+                   help="intra-op threads for training (torch.set_num_threads; default: torch's)")
+    g.add_argument("--latency-threads", type=_positive, default=1, metavar="N",
+                   help="threads for the batch-1 latency measurement (default: 1)")
+    g.add_argument("--no-latency", action="store_true", help="do not measure the latency of each config")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are shown only when stderr is a terminal)")
+    t.set_defaults(func=_cmd_train)
+
+    # eval
+    e = commands.add_parser(
+        "eval", help="evaluate a run directory's checkpoint on test data",
+        description=("Rebuild the net of a run directory (from results.json's spec_text and options), load\n"
+                     "its checkpoint.pt, evaluate every config on the test data and print the table. The test\n"
+                     "data default to those the run was evaluated on."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  dydnn eval runs/incremental --json runs/incremental/eval.json")
+    e.add_argument("dir", metavar="DIR", help="a run directory written by 'dydnn train'")
+    _data_arguments(e, train=False)
+    e.add_argument("--json", metavar="PATH", help="also write the results document (as results.json) to PATH")
+    e.add_argument("--latency-threads", type=_positive, default=1, metavar="N",
+                   help="threads for the batch-1 latency measurement (default: 1)")
+    e.add_argument("--no-latency", action="store_true", help="do not measure the latency of each config")
+    e.set_defaults(func=_cmd_eval)
+
+    # plot
+    p = commands.add_parser(
+        "plot", help="plot top-1 against MFLOPs and latency for one or more runs",
+        description=("One figure, two panels: top-1 accuracy against MFLOPs (2 x MACs) and against the\n"
+                     "measured batch-1 latency, one curve per results file, labelled by its method."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  dydnn plot runs/*/results.json -o accuracy.png")
+    p.add_argument("results", nargs="+", metavar="RESULTS",
+                   help="results.json files (or run directories holding one)")
+    p.add_argument("-o", "--output", required=True, metavar="FIG", help="the image to write (PNG, 120 dpi)")
+    p.add_argument("--title", help="the figure's title (default: names the data sets)")
+    p.set_defaults(func=_cmd_plot)
+    return parser
+
+
+def _data_arguments(parser: argparse.ArgumentParser, train: bool) -> None:
+    g = parser.add_argument_group(
+        "data", "Fashion-MNIST from the Debian package dataset-fashion-mnist by default, or your own IDX files"
+                " (plain or .gz)")
+    g.add_argument("--data", choices=DATASETS, help="a named data set (default: fashion_mnist)")
+    if train:
+        g.add_argument("--train-images", metavar="IDX", help="training images (IDX, [N,H,W] or [N,C,H,W] uint8)")
+        g.add_argument("--train-labels", metavar="IDX", help="training labels (IDX, [N] uint8)")
+    g.add_argument("--test-images", metavar="IDX", help="test images (IDX)")
+    g.add_argument("--test-labels", metavar="IDX", help="test labels (IDX)")
+    if train:
+        g.add_argument("--limit", type=_count, metavar="N", help="train on the first N training images only")
+        g.add_argument("--validation", type=_fraction, default=0.1, metavar="F",
+                       help="hold out this fraction of the training images (a seeded split) to validate on after "
+                            "every epoch; 0 for none (default: 0.1)")
+    g.add_argument("--test-limit", type=_count, metavar="N", help="evaluate on the first N test images only")
+
+
+# -- helpers ------------------------------------------------------------------------------
+def training_spec(spec: NetSpec, method: str, keep_spec: bool = False,
+                  fusion: Optional[str] = None) -> Tuple[NetSpec, str]:
+    """The spec ``dydnn train`` actually trains for ``method``, and a sentence saying why.
+
+    ``static`` trains the dense twin (``<name>_static``: connectivity and head ``prefix``,
+    only the full config), ``sandwich`` the spec with ``prefix`` connectivity and head;
+    ``keep_spec`` trains ``spec`` as given. ``fusion`` (``"cross"``/``"late"``, fluid specs
+    only) keeps or removes the cross edges first. Raises ``ValueError`` for ``fusion`` on a
+    spec that is not fluid.
+    """
+    notes = []
+    if fusion is not None:
+        if spec.connectivity != "fluid":
+            raise ValueError(f"--fusion applies to fluid specs only; spec '{spec.name}' has connectivity "
+                             f"'{spec.connectivity}' (try --spec fashion_mnist_fluid)")
+        spec = spec.replace(cross_edges=(fusion == "cross"))
+        notes.append(f"fusion '{fusion}' (cross edges {'on' if fusion == 'cross' else 'off'})")
+    if not keep_spec and method == "static":
+        full = spec.make_connectivity().full_config.name
+        base = spec.name
+        spec = spec.replace(name=f"{base}_static", connectivity="prefix", head="prefix", configs=[full])
+        notes.append(f"the dense twin of '{base}' (connectivity prefix, head prefix, config {full} only; "
+                     "--keep-spec trains the spec as given)")
+    elif not keep_spec and method == "sandwich" and (spec.connectivity != "prefix" or spec.head != "prefix"):
+        notes.append(f"'{spec.name}' with connectivity prefix and head prefix, as slimmable nets are "
+                     f"(was {spec.connectivity}/{spec.head}; --keep-spec trains the spec as given)")
+        spec = spec.replace(connectivity="prefix", head="prefix")
+    return spec, "; ".join(notes) if notes else "as given"
+
+
+def _idx_paths(args, train: bool) -> dict:
+    """The IDX files named on the command line ({} when none), checking they come in pairs."""
+    names = (["train_images", "train_labels"] if train else []) + ["test_images", "test_labels"]
+    given = {n: getattr(args, n, None) for n in names if getattr(args, n, None) is not None}
+    if not given:
+        return {}
+    if args.data is not None:
+        raise CommandError(f"give either --data {args.data} or IDX files (--{next(iter(given)).replace('_', '-')}), "
+                           "not both")
+    missing = [n for n in names if n not in given]
+    if missing and (train or len(missing) != 2):
+        raise CommandError("IDX data need " + ", ".join("--" + n.replace("_", "-") for n in names) +
+                           "; missing: " + ", ".join("--" + n.replace("_", "-") for n in missing))
+    return given
+
+
+def _load_pair(images: str, labels: str, limit: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    for path in (images, labels):
+        if not Path(path).is_file():
+            raise FileNotFoundError(2, "No such file", path)
+    return _data.idx_dataset(images, labels, limit=limit, raw=True)
+
+
+def _describe(images: torch.Tensor) -> str:
+    return f"{images.shape[0]:,} images"
+
+
+def _first_line(message: str) -> str:
+    text = " ".join(str(message).split())
+    if text.startswith("[dydnn") and "] " in text[:24]:
+        text = text.split("] ", 1)[1]
+    return text
+
+
+def _set_threads(n: Optional[int]) -> None:
+    if n is not None:
+        torch.set_num_threads(n)
+
+
+def _measure(trainer: Trainer, test, dataset: str, latency: bool, latency_threads: int) -> dict:
+    """trainer.results with the latency measured on `latency_threads` threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(latency_threads)
+    try:
+        return trainer.results(test, dataset=dataset, latency=latency)
+    finally:
+        torch.set_num_threads(before)
+
+
+# -- train --------------------------------------------------------------------------------
+def _cmd_train(args) -> int:
+    out = Path(args.out)
+    _set_threads(args.threads)
+    given_spec = _load_spec(args.spec)
+    spec, why = training_spec(given_spec, args.method, args.keep_spec, args.fusion)
+    checkpoint = out / "checkpoint.pt"
+    if checkpoint.exists() and not (args.resume or args.overwrite):
+        raise CommandError(f"{out} already holds checkpoint.pt from an earlier run: pass --resume to continue it, "
+                           "--overwrite to start again, or choose another --out")
+    if args.resume and (out / "spec.spec").is_file():
+        previous = NetSpec.load(str(out / "spec.spec"))
+        if previous.to_text() != spec.to_text():
+            there, here = previous.to_text().splitlines(), spec.to_text().splitlines()
+            k = next((i for i, (a, b) in enumerate(zip(there, here)) if a != b), min(len(there), len(here)))
+            line = lambda lines: f"'{lines[k]}'" if k < len(lines) else "nothing"  # noqa: E731
+            raise CommandError(f"--resume: {out}/spec.spec is not the spec this command trains (line {k + 1}: "
+                               f"{line(there)} there, {line(here)} here); give the run's --spec, --method and --fusion")
+    idx = _idx_paths(args, train=True)
+
+    torch.manual_seed(args.seed)  # the initial weights
+    net = DynamicNet(spec)
+    existed = out.exists()
+    try:
+        trainer = Trainer(net, args.method, epochs=args.epochs, lr=args.lr, cosine=not args.no_cosine,
+                          optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
+                          batch_size=args.batch_size, seed=args.seed, sandwich_random=args.sandwich_random,
+                          distill=not args.no_distill, augment=args.augment, augment_shift=args.augment_shift,
+                          augment_flip=not args.no_augment_flip, checkpoint_dir=out,
+                          progress=not args.no_progress and sys.stderr.isatty())
+    except ValueError:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # the Trainer made it; a rejected command leaves nothing behind
+        raise
+    stages = trainer.stages
+    epochs = args.epochs * len(stages) if len(args.epochs) == 1 else args.epochs
+    lrs = args.lr * len(stages) if len(args.lr) == 1 else args.lr
+
+    if idx:
+        dataset = "idx:" + os.path.basename(idx["train_images"])
+        images, labels = _load_pair(idx["train_images"], idx["train_labels"], args.limit)
+        test = _load_pair(idx["test_images"], idx["test_labels"], args.test_limit)
+    else:
+        dataset = args.data or "fashion_mnist"
+        images, labels = _data.fashion_mnist("train", limit=args.limit, raw=True)
+        test = _data.fashion_mnist("test", limit=args.test_limit, raw=True)
+    validation = None
+    if args.validation > 0:
+        images, labels, val_images, val_labels = _C.split_dataset(images, labels, args.validation, args.seed)
+        validation = (val_images, val_labels)
+
+    print(f"dydnn {__version__}: training spec '{spec.name}'" + (" as given" if why == "as given" else f": {why}"))
+    print(f"  method {args.method}: {len(stages)} stage(s) {', '.join(s.name for s in stages)}; "
+          f"epochs {','.join(map(str, epochs))}; lr {','.join(f'{r:g}' for r in lrs)}; {args.optimizer}, "
+          f"batch {args.batch_size}, seed {args.seed}"
+          + (f"; augmented (shift {args.augment_shift}{'' if args.no_augment_flip else ', mirror'})"
+             if args.augment else ""))
+    print(f"  data {dataset}: {_describe(images)} to train on, "
+          f"{_describe(validation[0]) if validation else 'no'} for validation, {_describe(test[0])} to test; "
+          f"{torch.get_num_threads()} thread(s)")
+    if args.resume and checkpoint.exists():
+        print(f"  resuming from {checkpoint}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.spec").write_text(spec.to_text())
+
+    trainer.fit((images, labels), validation, resume=args.resume)
+
+    doc = _measure(trainer, test, dataset, not args.no_latency, args.latency_threads)
+    doc["run"] = {
+        "command": "train",
+        "given_spec": given_spec.name,
+        "keep_spec": bool(args.keep_spec),
+        "fusion": args.fusion,
+        "data": "idx" if idx else dataset,
+        "train_images": os.path.abspath(idx["train_images"]) if idx else None,
+        "train_labels": os.path.abspath(idx["train_labels"]) if idx else None,
+        "test_images": os.path.abspath(idx["test_images"]) if idx else None,
+        "test_labels": os.path.abspath(idx["test_labels"]) if idx else None,
+        "limit": args.limit,
+        "test_limit": args.test_limit,
+        "validation": args.validation,
+        "threads": torch.get_num_threads(),
+    }
+    _write_json_atomically(out / "results.json", doc)
+    print()
+    _print_table(doc)
+    print(f"\nwrote {out / 'results.json'}, {out / 'checkpoint.pt'}, {out / 'spec.spec'}")
+    return 0
+
+
+def _print_table(doc: dict) -> None:
+    evals = doc["evaluations"]
+    examples = evals[0]["examples"] if evals else 0
+    threads = doc.get("latency_threads")
+    print(f"{doc.get('spec', '?')}, {doc.get('method', '?')}: {examples:,} test images ({doc.get('dataset') or '?'})"
+          + (f"; latency at batch 1, {threads} thread(s)" if threads is not None else ""))
+    print(plots.table(doc))
+
+
+# -- eval ---------------------------------------------------------------------------------
+def _cmd_eval(args) -> int:
+    run = Path(args.dir)
+    if not run.is_dir():
+        raise CommandError(f"no run directory {run} (write one with 'dydnn train --out {run}')")
+    results_path, checkpoint = run / "results.json", run / "checkpoint.pt"
+    for path in (results_path, checkpoint):
+        if not path.is_file():
+            raise FileNotFoundError(2, "No such file", str(path))
+    recorded = plots.load_results(results_path)
+    try:
+        spec = NetSpec.parse(recorded["spec_text"], str(results_path))
+        options = recorded["options"]
+        method = recorded["method"]
+    except KeyError as e:
+        raise ValueError(f"{results_path}: no {e} field (not written by 'dydnn train'?)") from None
+    net = DynamicNet(spec)
+    trainer = Trainer(net, method, epochs=options["epochs"], lr=options["lr"], cosine=options.get("cosine", True),
+                      optimizer=options.get("optimizer", "sgd"), momentum=options.get("momentum", 0.9),
+                      weight_decay=options.get("weight_decay", 5e-4), batch_size=options.get("batch_size", 64),
+                      seed=options.get("seed", 0), sandwich_random=options.get("sandwich_random", 2),
+                      distill=options.get("distill", True), augment=options.get("augment", False),
+                      augment_shift=options.get("augment_shift", 2), augment_flip=options.get("augment_flip", True),
+                      progress=False)
+    trainer.load_checkpoint(checkpoint)
+    if not trainer.finished:
+        print(f"note: {checkpoint} is from an unfinished run (stopped in stage {trainer.stage + 1}/"
+              f"{len(trainer.stages)}); evaluating it as it is")
+
+    test, dataset, same_data = _eval_data(args, recorded)
+    doc = _measure(trainer, test, dataset, not args.no_latency, args.latency_threads)
+    if "run" in recorded:
+        doc["run"] = dict(recorded["run"], command="eval", test_limit=args.test_limit if args.test_limit is not None
+                          else recorded["run"].get("test_limit"))
+    print(f"evaluating {checkpoint} (spec '{spec.name}', method {method})")
+    _print_table(doc)
+    if same_data:
+        before = {e["config"]: e["top1"] for e in recorded["evaluations"]}
+        differ = [e["config"] for e in doc["evaluations"] if abs(before.get(e["config"], -1.0) - e["top1"]) > 1e-9]
+        print("top-1 " + ("matches results.json for every config" if not differ else
+                          "differs from results.json for " + ", ".join(differ)))
+    if args.json:
+        _write_json_atomically(Path(args.json), doc)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _eval_data(args, recorded: dict):
+    """(test tensors, data set name, whether they are the data results.json was measured on).
+
+    Defaults to the run's own test data: the named data set, or the IDX files ``dydnn train``
+    recorded, and as many test images as the run was evaluated on.
+    """
+    run = recorded.get("run") or {}
+    evaluations = recorded.get("evaluations") or [{}]
+    examples = evaluations[0].get("examples")
+    idx = _idx_paths(args, train=False)
+    if idx:
+        test = _load_pair(idx["test_images"], idx["test_labels"], args.test_limit)
+        return test, "idx:" + os.path.basename(idx["test_images"]), False
+    limit = args.test_limit if args.test_limit is not None else run.get("test_limit", examples)
+    if args.data is None and run.get("data") == "idx":
+        if not (run.get("test_images") and run.get("test_labels")):
+            raise CommandError("the run was tested on IDX files; give --test-images and --test-labels")
+        test = _load_pair(run["test_images"], run["test_labels"], limit)
+        return test, recorded.get("dataset", "idx"), test[1].shape[0] == examples
+    dataset = args.data or recorded.get("dataset") or "fashion_mnist"
+    if dataset not in DATASETS:
+        raise CommandError(f"the run was tested on '{dataset}': give --data or --test-images/--test-labels")
+    test = _data.fashion_mnist("test", limit=limit, raw=True)
+    return test, dataset, dataset == recorded.get("dataset") and test[1].shape[0] == examples
+
+
+# -- plot ---------------------------------------------------------------------------------
+def _cmd_plot(args) -> int:
+    paths = []
+    for item in args.results:
+        path = Path(item)
+        if path.is_dir():
+            path = path / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(2, "No such file", str(path))
+        paths.append(path)
+    plots.accuracy_vs_cost(paths, path=args.output, title=args.title)
+    print(f"wrote {args.output} ({len(paths)} run(s))")
+    return 0
+
+
+# -- entry point --------------------------------------------------------------------------
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the ``dydnn`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    User errors print ``dydnn: error: <one line>`` to stderr and return 2.
+    """
+    parser = build_parser()
+    debug = os.environ.get("DYDNN_TRACEBACK", "") not in ("", "0")
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except BrokenPipeError:  # e.g. `dydnn eval DIR | head`: the reader has gone, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except CommandError as e:
+        message = str(e)
+    except FileNotFoundError as e:
+        if debug:
+            raise
+        message = f"file not found: {e.filename}" if e.filename else _first_line(e)
+    except (ValueError, IndexError, KeyError, RuntimeError, OSError) as e:
+        if debug:
+            raise
+        message = _first_line(e.args[0] if isinstance(e, KeyError) and e.args else e)
+    except KeyboardInterrupt:
+        print("dydnn: interrupted", file=sys.stderr)
+        return 130
+    print(f"dydnn: error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

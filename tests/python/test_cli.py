@@ -1,0 +1,207 @@
+"""The ``dydnn`` command (train, eval, plot), dydnn.plots and the demo's --quick mode.
+
+Training runs on tiny Fashion-MNIST subsets (300 training, 200 test images, 1 epoch per
+stage), so the whole file takes a few tens of seconds.
+
+Run: ``PYTHONPATH=python /usr/bin/python3 -m pytest tests/python/test_cli.py -q``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dydnn
+from dydnn import cli, plots
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--limit", "300", "--test-limit", "200", "--epochs", "1", "--no-latency", "--no-progress"]
+
+pytestmark = pytest.mark.skipif(not (dydnn.data.FASHION_MNIST_ROOT / "t10k-labels-idx1-ubyte.gz").is_file(),
+                                reason="needs the Debian package dataset-fashion-mnist")
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_state():
+    """cli.main runs in this process in some tests: keep torch's global RNG and thread count as they were."""
+    import torch
+
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_rng_state(state)
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python")] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["OMP_NUM_THREADS"] = "1"  # the test machine may be shared: one thread each
+    return env
+
+
+def run_dydnn(*args, timeout=120):
+    """`python -m dydnn ARGS` in a fresh process: (exit status, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "-m", "dydnn", *map(str, args)], capture_output=True, text=True,
+                       env=_env(), timeout=timeout, cwd=ROOT)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two tiny runs written by `python -m dydnn train`: {"incremental": DIR, "static": DIR (augmented)}."""
+    base = tmp_path_factory.mktemp("runs")
+    out = {}
+    for method, extra in (("incremental", []), ("static", ["--augment"])):
+        out[method] = base / method
+        code, stdout, stderr = run_dydnn("train", "--method", method, "--threads", "1", *extra, *TINY,
+                                         "--out", out[method])
+        assert code == 0, stderr
+        assert "top-1" in stdout and "ABCD" in stdout
+    return out
+
+
+def test_train_writes_a_run_directory(runs):
+    doc = json.loads((runs["incremental"] / "results.json").read_text())
+    assert doc["format"] == "dydnn-results/1"
+    assert doc["method"] == "incremental" and doc["spec"] == "fashion_mnist_default"
+    assert doc["dataset"] == "fashion_mnist"
+    assert [e["config"] for e in doc["evaluations"]] == ["A", "AB", "ABC", "ABCD"]
+    for e in doc["evaluations"]:
+        assert e["examples"] == 200 and 0.0 <= e["top1"] <= 1.0 and e["macs"] > 0 and e["parameters"] > 0
+        assert "latency_us" not in e  # --no-latency
+    assert doc["options"]["epochs"] == [1] and doc["options"]["seed"] == 0
+    assert [h["config"] for h in doc["history"]] == ["A", "AB", "ABC", "ABCD"]
+    assert all(h["images"] == 270 and h["validation_top1"] is not None for h in doc["history"])  # 10% held out
+    assert doc["run"]["limit"] == 300 and doc["run"]["test_limit"] == 200
+    assert (runs["incremental"] / "checkpoint.pt").is_file()
+    spec = dydnn.NetSpec.load(str(runs["incremental"] / "spec.spec"))
+    assert spec.to_text() == doc["spec_text"]
+
+
+def test_static_trains_the_dense_twin(runs):
+    doc = json.loads((runs["static"] / "results.json").read_text())
+    assert doc["method"] == "static" and doc["spec"] == "fashion_mnist_default_static"
+    assert [e["config"] for e in doc["evaluations"]] == ["ABCD"]
+    spec = dydnn.NetSpec.parse(doc["spec_text"])
+    assert (spec.connectivity, spec.head) == ("prefix", "prefix")
+    assert doc["options"]["augment"] is True  # --augment reaches the Trainer
+
+
+@pytest.mark.parametrize("method", ["incremental", "static"])
+def test_eval_reproduces_top1(runs, method, capsys, tmp_path):
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", str(runs[method]), "--no-latency", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "matches results.json for every config" in printed
+    trained = json.loads((runs[method] / "results.json").read_text())
+    again = json.loads(out.read_text())
+    assert [(e["config"], e["top1"], e["examples"]) for e in again["evaluations"]] == \
+        [(e["config"], e["top1"], e["examples"]) for e in trained["evaluations"]]
+
+
+def test_plot_writes_a_png(runs, tmp_path):
+    fig = tmp_path / "fig.png"
+    code, stdout, stderr = run_dydnn("plot", runs["incremental"] / "results.json", runs["static"], "-o", fig)
+    assert code == 0, stderr
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _error(capsys, *argv) -> str:
+    """Runs the command in this process, expects exit status 2; returns its one-line message."""
+    assert cli.main(list(map(str, argv))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dydnn: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_unknown_method_lists_the_methods(capsys, tmp_path):
+    err = _error(capsys, "train", "--method", "slimmable", "--out", tmp_path / "x")
+    for method in dydnn.train.METHODS:
+        assert method in err
+
+
+def test_wrong_schedule_length_names_the_stages(capsys, tmp_path):
+    err = _error(capsys, "train", "--epochs", "1,2", "--out", tmp_path / "x")
+    assert "A, AB, ABC, ABCD" in err and "4" in err
+    assert not (tmp_path / "x").exists()  # a rejected command leaves nothing behind
+
+
+def test_missing_idx_file(capsys, tmp_path):
+    labels = dydnn.data.FASHION_MNIST_ROOT / "t10k-labels-idx1-ubyte.gz"
+    missing = tmp_path / "nope-images.idx.gz"
+    err = _error(capsys, "train", "--train-images", missing, "--train-labels", labels,
+                 "--test-images", missing, "--test-labels", labels, "--out", tmp_path / "x")
+    assert str(missing) in err and "not found" in err
+
+
+def test_other_user_errors(capsys, tmp_path):
+    assert "unknown spec 'nope'" in _error(capsys, "train", "--spec", "nope", "--out", tmp_path / "x")
+    assert "fluid" in _error(capsys, "train", "--fusion", "late", "--out", tmp_path / "x")
+    assert "--train-labels" in _error(capsys, "train", "--train-images", "a.idx", "--out", tmp_path / "x")
+    assert "no run directory" in _error(capsys, "eval", tmp_path / "missing")
+    assert "not found" in _error(capsys, "plot", tmp_path / "missing.json", "-o", tmp_path / "f.png")
+
+
+def test_existing_run_needs_resume_or_overwrite(runs, capsys):
+    assert "--resume" in _error(capsys, "train", *TINY, "--out", runs["incremental"])
+
+
+def test_console_script_is_declared():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'dydnn = "dydnn.cli:main"' in text
+
+
+# -- plots ----------------------------------------------------------------------------------
+def _doc(method, top1, latency=True):
+    evaluations = []
+    for k, (config, acc) in enumerate(zip(["A", "AB", "ABC"], top1)):
+        e = {"config": config, "top1": acc, "loss": 1.0 - acc, "normalised_confidence": 1.0,
+             "examples": 100, "macs": 100_000 * (k + 1), "parameters": 1000 * (k + 1)}
+        if latency:
+            e["latency_us"] = 50.0 * (k + 1)
+        evaluations.append(e)
+    return {"method": method, "spec": "toy", "dataset": "toy", "evaluations": evaluations}
+
+
+def test_accuracy_vs_cost_has_two_panels(tmp_path):
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "sub" / "acc.png"
+    docs = [_doc("incremental", [0.7, 0.8, 0.85]), _doc("static", [0.6, 0.75, 0.9], latency=False)]
+    fig = plots.accuracy_vs_cost(docs, path=path, title="toy")
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2
+    flops, latency = fig.axes
+    assert len([line for line in flops.lines if len(line.get_xdata())]) == 2
+    assert len([line for line in latency.lines if len(line.get_xdata())]) == 1  # static has no latency
+    assert "no latency measured for: static" in latency.get_title()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["incremental", "static"]
+    assert list(flops.lines[0].get_xdata()) == pytest.approx([0.2, 0.4, 0.6])  # MFLOPs = 2 x MACs / 1e6
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table_lists_every_config():
+    text = plots.table(_doc("incremental", [0.7, 0.8, 0.85]))
+    lines = text.splitlines()
+    assert len(lines) == 2 + 3 and "latency" in lines[0]
+    assert lines[2].split()[:2] == ["A", "70.00%"] and lines[4].split()[-1] == "150.0"
+    assert plots.table(_doc("static", [0.5, 0.6, 0.7], latency=False)).splitlines()[2].split()[-1] == "-"
+
+
+# -- the demo ---------------------------------------------------------------------------------
+def test_demo_quick(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py"), "--quick", "--threads", "1",
+                        "--no-progress", "--out", str(tmp_path)],
+                       capture_output=True, text=True, env=_env(), timeout=180, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    for expected in ("ABCD", "top-1", "set + run", "demo finished"):
+        assert expected in p.stdout
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert len(doc["evaluations"]) == 4 and all("latency_us" in e for e in doc["evaluations"])
+    assert doc["latency_threads"] == 1
+    assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "spec.spec").is_file()
