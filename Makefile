@@ -40,7 +40,7 @@ $(PY): | deps
 venv: $(PY)
 
 $(BUILD)/build.ninja: CMakeLists.txt | deps
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(PYTHON_SYS) $(CMAKE_FLAGS)
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(PYTHON_SYS) -DPython_EXECUTABLE=$(PYTHON_SYS) $(CMAKE_FLAGS)
 
 build: $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
@@ -61,6 +61,7 @@ test: python
 
 bench: python
 	$(BUILD)/benchmarks/bench_dynamic_net --out $(BUILD)/bench --docs docs/kernels.md $(BENCH_ARGS)
+	$(PY) benchmarks/bench_training.py --out $(BUILD)/bench --docs docs/training_benchmark.md
 
 docs: python
 	$(PY) docs/make_mask_pictures.py

@@ -169,11 +169,15 @@ torch::Tensor DynamicBatchNorm2dImpl::forward_at(const torch::Tensor& input, Con
                     "DynamicBatchNorm2d: input has {} channels, but config {} needs {} (the active groups of {})",
                     input.size(1), config.to_string(), expected, options.groups().to_string());
   bool needs_grad = torch::GradMode::is_enabled() && input.requires_grad();
+  bool all_frozen = true;
   for (int64_t j : config.groups()) {
     const auto& s = slot(j, config);
     needs_grad |= torch::GradMode::is_enabled() && (s.weight.requires_grad() || s.bias.requires_grad());
+    all_frozen = all_frozen && frozen_[j][slot_of(j, config)];
   }
-  if (!is_training() && !needs_grad) {
+  // Frozen statistics normalise as in eval mode: one call over the cached sets (the
+  // frozen part of a split training forward takes this path).
+  if ((!is_training() || all_frozen) && !needs_grad) {
     auto t = concatenated(config);
     return torch::batch_norm(input, t[0], t[1], t[2], t[3], false, options.momentum(), options.eps(), true);
   }
@@ -225,6 +229,12 @@ torch::Tensor DynamicBatchNorm2dImpl::normalize_groups(const torch::Tensor& inpu
   // Per group: each group's own statistics update in place, frozen groups use theirs.
   // `split` rather than `narrow`: its backward is one concatenation, where each
   // narrow's backward would allocate and add a full-size zero tensor.
+  if (groups.count() == 1) {
+    const int64_t j = groups.groups().front();
+    const auto& s = slot(j, config);
+    return torch::batch_norm(input, s.weight, s.bias, s.running_mean, s.running_var,
+                             is_training() && !frozen_[j][slot_of(j, config)], options.momentum(), options.eps(), true);
+  }
   std::vector<int64_t> sizes;
   for (int64_t j : groups.groups()) sizes.push_back(options.groups().size(j));
   const auto parts = input.split_with_sizes(sizes, 1);
