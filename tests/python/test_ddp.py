@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_training import snapshot, tiny_data
 
 WORLD = 2
 DEADLINE_S = 60
@@ -36,19 +37,8 @@ conv 16 kernel=3 padding=1 bn relu maxpool=2
 PREFIX_SPEC = TINY_SPEC.replace("connectivity incremental\nhead additive", "connectivity prefix\nhead prefix")
 
 
-def tiny_data(n, seed):
-    """Four classes, each a bright quadrant on noise (as in test_train.py)."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 4, (n,), generator=g)
-    images = torch.rand(n, 1, 8, 8, generator=g) * 0.5
-    half = torch.arange(8) // 4
-    quadrants = torch.stack([(half[:, None] == c // 2) & (half[None, :] == c % 2) for c in range(4)])
-    images += 0.6 * quadrants[labels].unsqueeze(1)
-    return (images.clamp(0, 1) * 255).to(torch.uint8), labels
 
 
-def snapshot(net):
-    return {n: t.detach().clone() for n, t in list(net.named_parameters()) + list(net.named_buffers())}
 
 
 # -- the worker (one process per rank) ------------------------------------------------------

@@ -61,6 +61,16 @@ TrainOptions quick(Method method, int64_t epochs = 1) {
   return o;
 }
 
+// One epoch of `trainer` over `data` through the public per-batch API.
+void run_epoch(Trainer& trainer, const ImageDataset& data, int64_t batch_size) {
+  const auto order = trainer.epoch_order(data.size());
+  for (int64_t b = 0; b < data.size(); b += batch_size) {
+    auto index = order.slice(0, b, b + batch_size);
+    trainer.step(trainer.normalization().apply(data.images.index_select(0, index)), data.labels.index_select(0, index));
+  }
+  trainer.end_epoch({});
+}
+
 // Trains stage by stage; after each, every earlier config must give bitwise the same
 // outputs and every parameter outside the stage must be bitwise unchanged.
 void check_staged_invariants(const NetSpec& spec, Method method) {
@@ -91,15 +101,7 @@ void check_staged_invariants(const NetSpec& spec, Method method) {
     const auto prepared = trainer.prepare();
     CHECK(prepared.size() == trainable.size());
     for (const auto& p : net->parameters()) CHECK(p.requires_grad() == (trains.count(p.unsafeGetTensorImpl()) == 1));
-    while (trainer.stage() == s) {
-      const auto order = trainer.epoch_order(data.size());
-      for (int64_t b = 0; b < data.size(); b += 16) {
-        auto index = order.slice(0, b, b + 16);
-        trainer.step(trainer.normalization().apply(data.images.index_select(0, index)),
-                     data.labels.index_select(0, index));
-      }
-      trainer.end_epoch({});
-    }
+    while (trainer.stage() == s) run_epoch(trainer, data, 16);
     const auto after = outputs(net, probe);
     for (size_t e = 0; e < s; ++e) {
       INFO("earlier config " << stages[e].config.name());
@@ -221,15 +223,8 @@ TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bitwise",
   {
     Trainer t(first, opts);
     // Interrupted after 3 of 8 epochs (mid-stage, so the optimiser state matters).
-    for (int e = 0; e < 3; ++e) {
-      const auto order = t.epoch_order(data.size());
-      t.set_normalization(dydnn::data::Normalization::fit(data.images));
-      for (int64_t b = 0; b < data.size(); b += opts.batch_size) {
-        auto index = order.slice(0, b, b + opts.batch_size);
-        t.step(t.normalization().apply(data.images.index_select(0, index)), data.labels.index_select(0, index));
-      }
-      t.end_epoch({});
-    }
+    t.set_normalization(dydnn::data::Normalization::fit(data.images));
+    for (int e = 0; e < 3; ++e) run_epoch(t, data, opts.batch_size);
   }
   torch::manual_seed(99);  // a fresh process: different initial weights, overwritten by the checkpoint
   DynamicNet resumed(tiny_spec("incremental"));
@@ -304,13 +299,7 @@ TEST_CASE("evaluation after training steps sees the new weights and statistics, 
     const auto probe = trainer.normalization().apply(data.images.slice(0, 0, 16));
     while (!trainer.finished()) {
       outputs(net, probe);  // fills every inference cache
-      const auto order = trainer.epoch_order(data.size());
-      for (int64_t b = 0; b < data.size(); b += 16) {
-        auto index = order.slice(0, b, b + 16);
-        trainer.step(trainer.normalization().apply(data.images.index_select(0, index)),
-                     data.labels.index_select(0, index));
-      }
-      trainer.end_epoch({});
+      run_epoch(trainer, data, 16);
     }
     const auto trained = outputs(net, probe);
     // A fresh net holding the same tensors has no caches at all.
