@@ -28,6 +28,8 @@ RUNS = {
     "static": ("fashion_mnist_default", "static",
                dict(name="fashion_mnist_static", connectivity="prefix", head="prefix", configs=["ABCD"])),
     "incremental": ("fashion_mnist_default", "incremental", {}),
+    "incremental_per_config_head": ("fashion_mnist_default", "incremental",
+                                    dict(name="fashion_mnist_default_per_config_head", head="per_config")),
     "nested_cross": ("fashion_mnist_fluid", "nested", {}),
     "nested_late": ("fashion_mnist_fluid", "nested", dict(name="fashion_mnist_fluid_late", cross_edges=False)),
     "sandwich": ("fashion_mnist_default", "sandwich",

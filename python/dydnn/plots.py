@@ -115,7 +115,10 @@ def _new_figure(figsize):
 
 
 def _labels(docs: List[dict], names: List[str]) -> List[str]:
-    """The method of each run; with its spec name where methods repeat; with the file name where that repeats too."""
+    """A run's own ``label`` field when it has one; else its method, with its spec name where
+    methods repeat, and with the file name where that repeats too."""
+    if all("label" in d for d in docs):
+        return [str(d["label"]) for d in docs]
     method = [d.get("method", "?") for d in docs]
     repeats = Counter(method)
     labels = [m if repeats[m] == 1 else f"{m} ({d.get('spec', '?')})" for m, d in zip(method, docs)]
