@@ -38,10 +38,12 @@ RUNS = {
 
 
 def run(name: str, epochs: int, lr: float, seed: int, out: Path, limit: int | None, threads: int,
-        augment: bool = False) -> dict:
+        augment: bool = False, suffix: str = "") -> dict:
     spec_name, method, overrides = RUNS[name]
     if augment:
         name = f"{name}_aug"
+    if suffix:
+        name = f"{name}_{suffix}"
     spec = nn._load_spec(spec_name)
     if overrides:
         spec = spec.replace(**overrides)
@@ -72,12 +74,13 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for training (default 1)")
     p.add_argument("--augment", action="store_true", help="mirror + shift augmentation (results get an _aug suffix)")
+    p.add_argument("--suffix", default="", help="appended to each result's name (e.g. lr002 for a second learning rate)")
     p.add_argument("--limit", type=int, default=None, help="first N training images (smoke runs)")
     p.add_argument("--out", type=Path, default=Path("build/results"))
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.methods:
-        doc = run(name, args.epochs, args.lr, args.seed, args.out, args.limit, args.threads, args.augment)
+        doc = run(name, args.epochs, args.lr, args.seed, args.out, args.limit, args.threads, args.augment, args.suffix)
         tops = ", ".join(f"{e['config']} {e['top1']:.4f}" for e in doc["evaluations"])
         print(f"{name}: {tops}  ({doc['budget']['seconds']:.0f} s training)", flush=True)
     return 0

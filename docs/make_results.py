@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ["static", "incremental", "incremental_per_config_head", "nested_cross", "nested_late", "sandwich", "static_aug", "incremental_aug"]
+ORDER = ["static", "incremental", "incremental_per_config_head", "nested_cross", "nested_late", "sandwich", "sandwich_lr002", "static_aug", "incremental_aug"]
 LABELS = {
     "static": "static (dense twin, full config only)",
     "incremental": "incremental (MLCAD'19)",
@@ -20,6 +20,7 @@ LABELS = {
     "nested_cross": "nested Fluid, cross fusion",
     "nested_late": "nested Fluid, late fusion",
     "sandwich": "sandwich (slimmable, in-place distillation)",
+    "sandwich_lr002": "sandwich, learning rate 0.02",
     "static_aug": "static, with augmentation",
     "incremental_aug": "incremental, with augmentation",
 }
@@ -131,6 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("docs/results.md"))
     p.add_argument("--command", default="python benchmarks/train_methods.py --epochs 10 --out build/results\n"
                                         "python benchmarks/train_methods.py --methods incremental static --augment "
+                                        "--epochs 10 --out build/results\n"
+                                        "python benchmarks/train_methods.py --methods sandwich --lr 0.02 --suffix lr002 "
                                         "--epochs 10 --out build/results\n"
                                         "python docs/make_results.py build/results --out docs/results.md")
     args = p.parse_args(argv)
