@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     for name in args.methods:
         doc = run(name, args.epochs, args.lr, args.seed, args.out, args.limit, args.threads, args.augment, args.suffix)
         tops = ", ".join(f"{e['config']} {e['top1']:.4f}" for e in doc["evaluations"])
-        print(f"{name}: {tops}  ({doc['budget']['seconds']:.0f} s training)", flush=True)
+        print(f"{doc['run']['name']}: {tops}  ({doc['budget']['seconds']:.0f} s training)", flush=True)
     return 0
 
 
