@@ -11,7 +11,6 @@ docs/results.md from these files.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -59,10 +58,10 @@ def run(name: str, epochs: int, lr: float, seed: int, out: Path, limit: int | No
     trainer.fit((tr_x, tr_y), (val_x, val_y), resume=True)
     wall = time.perf_counter() - start
     torch.set_num_threads(1)  # latency at batch 1 on one thread, as in docs/kernels.md
-    doc = trainer.save_results(out / f"{name}.json", test, dataset="fashion_mnist (55k train / 5k validation / 10k test)")
+    doc = trainer.results(test, dataset="fashion_mnist (55k train / 5k validation / 10k test)")
     doc["run"] = {"name": name, "epochs_per_stage": epochs, "lr": lr, "train_threads": threads, "augment": augment,
                   "wall_seconds_this_process": wall}
-    (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    train.write_results(out / f"{name}.json", doc)
     return doc
 
 

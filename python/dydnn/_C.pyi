@@ -311,6 +311,14 @@ class ConfigEvaluation:
     @property
     def parameters(self) -> int: ...
 
+def evaluate_config(
+    net: DynamicNet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    normalization: Normalization,
+    config: _ConfigLike,
+    batch_size: int = 500,
+) -> Metrics: ...
 def summarize_evaluations(net: DynamicNet, metrics: List[Metrics]) -> List[ConfigEvaluation]: ...
 def evaluate_configs(
     net: DynamicNet, images: torch.Tensor, labels: torch.Tensor, normalization: Normalization, batch_size: int = 500

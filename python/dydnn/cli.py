@@ -30,7 +30,7 @@ from . import data as _data
 from . import plots
 from .nn import DynamicNet, NetSpec, _load_spec
 from .specs import available_specs
-from .train import METHODS, Trainer, _write_json_atomically
+from .train import METHODS, Trainer, write_results
 
 __all__ = ["main", "build_parser", "training_spec", "CommandError"]
 
@@ -384,7 +384,7 @@ def _cmd_train(args) -> int:
         "validation": args.validation,
         "threads": torch.get_num_threads(),
     }
-    _write_json_atomically(out / "results.json", doc)
+    write_results(out / "results.json", doc)
     print()
     _print_table(doc)
     print(f"\nwrote {out / 'results.json'}, {out / 'checkpoint.pt'}, {out / 'spec.spec'}")
@@ -442,7 +442,7 @@ def _cmd_eval(args) -> int:
         print("top-1 " + ("matches results.json for every config" if not differ else
                           "differs from results.json for " + ", ".join(differ)))
     if args.json:
-        _write_json_atomically(Path(args.json), doc)
+        write_results(args.json, doc)
         print(f"wrote {args.json}")
     return 0
 

@@ -45,6 +45,7 @@ __all__ = [
     "freeze_for_stage",
     "unfreeze_all",
     "evaluate",
+    "write_results",
     "Normalization",
     "Metrics",
 ]
@@ -332,19 +333,16 @@ class Trainer:
 
     def _validate(self, validation, config) -> float:
         impl = _impl(self.net)
+        if _is_tensor_pair(validation):
+            return _C.evaluate_config(impl, validation[0], validation[1], self._cpp.normalization, config).top1
         was_training = self.net.training
         self.net.eval()
         m = Metrics()
+        loader = validation if isinstance(validation, torch.utils.data.DataLoader) else \
+            torch.utils.data.DataLoader(validation, batch_size=500)
         with torch.no_grad():
-            if _is_tensor_pair(validation):
-                images, labels = validation
-                for b in range(0, labels.shape[0], 500):
-                    m.add(impl.forward_at(self._cpp.normalization.apply(images[b:b + 500]), config), labels[b:b + 500])
-            else:
-                loader = validation if isinstance(validation, torch.utils.data.DataLoader) else \
-                    torch.utils.data.DataLoader(validation, batch_size=500)
-                for images, labels in loader:
-                    m.add(impl.forward_at(self._cpp.normalization.apply(images), config), labels)
+            for images, labels in loader:
+                m.add(impl.forward_at(self._cpp.normalization.apply(images), config), labels)
         self.net.train(was_training)
         return m.top1
 
@@ -372,14 +370,20 @@ class Trainer:
                      latency: bool = True) -> dict:
         """:meth:`results`, written to ``path`` atomically (rank 0 only); returns the document."""
         doc = self.results(data, dataset, latency)
-        if _distributed()[0] == 0:
-            _write_json_atomically(Path(path), doc)
+        write_results(path, doc)
         return doc
 
 
 def _wrap_ddp(net: DynamicNet, find_unused: bool):
     """``DistributedDataParallel(net)``; ``sandwich`` leaves some parameters unused by some configs."""
     return torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=find_unused)
+
+
+def write_results(path: Union[str, os.PathLike], doc: dict) -> None:
+    """Writes a results document (e.g. :meth:`Trainer.results` with fields of your own added) as
+    JSON, atomically (a temporary file, then a rename); only rank 0 writes under torch.distributed."""
+    if _distributed()[0] == 0:
+        _write_json_atomically(Path(path), doc)
 
 
 def _write_json_atomically(path: Path, doc: dict) -> None:

@@ -110,6 +110,16 @@ void bind_train(py::module_& m) {
       .def_readonly("macs", &train::ConfigEvaluation::macs)
       .def_readonly("parameters", &train::ConfigEvaluation::parameters);
 
+  m.def(
+      "evaluate_config",
+      [](DynamicNetImpl& net, const torch::Tensor& images, const torch::Tensor& labels,
+         const data::Normalization& norm, const py::object& config, int64_t batch_size) {
+        const auto c = to_config(config, net.connectivity().num_groups());
+        py::gil_scoped_release release;
+        return train::evaluate_config(net, to_dataset(images, labels), norm, c, batch_size);
+      },
+      py::arg("net"), py::arg("images"), py::arg("labels"), py::arg("normalization"), py::arg("config"),
+      py::arg("batch_size") = 500);
   m.def("summarize_evaluations", &train::summarize_evaluations, py::arg("net"), py::arg("metrics"));
   m.def(
       "evaluate_configs",

@@ -3,6 +3,8 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+
 namespace dydnn {
 namespace data {
 
@@ -28,6 +30,10 @@ torch::Tensor Normalization::apply(const torch::Tensor& images) const {
   DYDNN_CHECK_VALUE(static_cast<int64_t>(mean.size()) == x.size(1) && mean.size() == std.size(), "data",
                     "Normalization.apply: images have {} channels but the normalisation has {}", x.size(1),
                     mean.size());
+  for (size_t c = 0; c < std.size(); ++c)
+    DYDNN_CHECK_VALUE(std[c] > 0 && std::isfinite(std[c]) && std::isfinite(mean[c]), "data",
+                      "Normalization.apply: channel {} has mean {} and std {} (valid: finite, std > 0)", c, mean[c],
+                      std[c]);
   auto opts = torch::TensorOptions().dtype(torch::kFloat);
   auto m = torch::tensor(std::vector<float>(mean.begin(), mean.end()), opts).view({1, -1, 1, 1});
   auto s = torch::tensor(std::vector<float>(std.begin(), std.end()), opts).view({1, -1, 1, 1});

@@ -34,6 +34,11 @@ void Metrics::add(const torch::Tensor& logits, const torch::Tensor& labels) {
                     "Metrics.add: expected logits [N, classes] and labels [N] (got [{}] and [{}])",
                     fmt::join(logits.sizes(), ", "), fmt::join(labels.sizes(), ", "));
   const auto y = labels.to(torch::kLong);
+  if (y.numel() > 0) {
+    const int64_t lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
+    DYDNN_CHECK_VALUE(lo >= 0 && hi < logits.size(1), "train", "Metrics.add: label {} is out of range (valid: 0..{})",
+                      lo < 0 ? lo : hi, logits.size(1) - 1);
+  }
   const auto log_p = torch::log_softmax(logits.to(torch::kDouble), 1);
   const auto picked = log_p.gather(1, y.unsqueeze(1)).squeeze(1);
   loss_sum += -picked.sum().item<double>();
@@ -56,21 +61,27 @@ std::vector<ConfigEvaluation> summarize_evaluations(const nn::DynamicNetImpl& ne
   return out;
 }
 
-std::vector<ConfigEvaluation> evaluate_configs(nn::DynamicNetImpl& net, const data::ImageDataset& data,
-                                               const data::Normalization& norm, int64_t batch_size) {
+Metrics evaluate_config(nn::DynamicNetImpl& net, const data::ImageDataset& data, const data::Normalization& norm,
+                        nn::Config config, int64_t batch_size) {
   data::check_dataset(data, net.spec(), "evaluation data");
   DYDNN_CHECK_VALUE(batch_size >= 1, "train", "evaluate: batch_size {} (valid: >= 1)", batch_size);
+  net.connectivity().check_valid(config, "evaluate");
   const bool was_training = net.is_training();
   net.eval();
   torch::NoGradGuard no_grad;
-  std::vector<Metrics> metrics(net.configs().size());
+  Metrics metrics;
   for (int64_t b = 0; b < data.size(); b += batch_size) {
     const int64_t n = std::min(batch_size, data.size() - b);
-    const auto x = norm.apply(data.images.slice(0, b, b + n));
-    const auto y = data.labels.slice(0, b, b + n);
-    for (size_t k = 0; k < metrics.size(); ++k) metrics[k].add(net.forward(x, net.configs()[k]), y);
+    metrics.add(net.forward(norm.apply(data.images.slice(0, b, b + n)), config), data.labels.slice(0, b, b + n));
   }
   net.train(was_training);
+  return metrics;
+}
+
+std::vector<ConfigEvaluation> evaluate_configs(nn::DynamicNetImpl& net, const data::ImageDataset& data,
+                                               const data::Normalization& norm, int64_t batch_size) {
+  std::vector<Metrics> metrics;
+  for (const auto& c : net.configs()) metrics.push_back(evaluate_config(net, data, norm, c, batch_size));
   return summarize_evaluations(net, metrics);
 }
 
@@ -120,12 +131,14 @@ void Trainer::skip_stage() {
 
 std::vector<torch::Tensor> Trainer::prepare() {
   DYDNN_CHECK_VALUE(!finished(), "train", "Trainer: training is finished ({} stages done)", stages_.size());
-  auto params = freeze_for_stage(*net_, stages_, stage_);
-  DYDNN_CHECK_VALUE(!params.empty(), "train",
-                    "stage {} ({}) has nothing to train: every parameter it uses was trained by an earlier stage "
-                    "(skip it with skip_stage())",
-                    stage_, stages_[stage_].name);
   if (!optimizer_ || optimizer_stage_ != stage_) {
+    // Freezing walks every earlier config's parameters: once per stage, not per step.
+    auto params = freeze_for_stage(*net_, stages_, stage_);
+    DYDNN_CHECK_VALUE(!params.empty(), "train",
+                      "stage {} ({}) has nothing to train: every parameter it uses was trained by an earlier stage "
+                      "(skip it with skip_stage())",
+                      stage_, stages_[stage_].name);
+    trainable_ = params;
     if (options_.optimizer == "adam")
       optimizer_ = std::make_unique<torch::optim::Adam>(
           params, torch::optim::AdamOptions(current_lr()).weight_decay(options_.weight_decay));
@@ -134,6 +147,7 @@ std::vector<torch::Tensor> Trainer::prepare() {
           params, torch::optim::SGDOptions(current_lr()).momentum(options_.momentum).weight_decay(options_.weight_decay));
     optimizer_stage_ = stage_;
   }
+  const auto& params = trainable_;
   for (auto& group : optimizer_->param_groups()) group.options().set_lr(current_lr());
   const int64_t position = static_cast<int64_t>(stage_) * 1000003 + epoch_;
   if (rng_epoch_ != position) {
@@ -281,19 +295,8 @@ void Trainer::fit(const data::ImageDataset& train, const data::ImageDataset& val
     record.train_top1 = static_cast<double>(sum.correct) / static_cast<double>(sum.count);
     record.images = sum.count;
     record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (validation.size() > 0) {
-      const bool was_training = net_->is_training();
-      net_->eval();
-      torch::NoGradGuard no_grad;
-      Metrics m;
-      for (int64_t b = 0; b < validation.size(); b += 500) {
-        const int64_t k = std::min<int64_t>(500, validation.size() - b);
-        m.add(net_->forward(normalization_.apply(validation.images.slice(0, b, b + k)), stages_[stage_].config),
-              validation.labels.slice(0, b, b + k));
-      }
-      net_->train(was_training);
-      record.validation_top1 = m.top1();
-    }
+    if (validation.size() > 0)
+      record.validation_top1 = evaluate_config(*net_, validation, normalization_, stages_[stage_].config).top1();
     if (options_.progress)
       fmt::print(stderr, "{}[dydnn] stage {}/{} ({}) epoch {}/{}: loss {:.4f} acc {:.4f}{} lr {:.4g} {:.1f}s\n",
                  live ? "\r" : "", stage_ + 1, stages_.size(), stages_[stage_].name, epoch_ + 1, epochs_of(stage_),

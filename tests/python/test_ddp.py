@@ -17,38 +17,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_training import snapshot, tiny_data
+from tiny_training import outputs, snapshot, tiny_data, tiny_spec
 
 WORLD = 2
 DEADLINE_S = 60
 N = 64  # examples; 32 per rank and epoch
 
-TINY_SPEC = """dydnn-spec 1
-name tiny
-input 1 8 8
-classes 4
-groups 4
-connectivity incremental
-head additive
-conv 8 kernel=3 padding=1 bn relu maxpool=2
-conv 16 kernel=3 padding=1 bn relu maxpool=2
-"""
-
-PREFIX_SPEC = TINY_SPEC.replace("connectivity incremental\nhead additive", "connectivity prefix\nhead prefix")
-
-
-
-
+TINY_SPEC = tiny_spec()
+PREFIX_SPEC = tiny_spec("prefix", "prefix")
 
 
 # -- the worker (one process per rank) ------------------------------------------------------
-
-def _outputs(net, x):
-    net.eval()
-    with torch.no_grad():
-        out = {c.name: net(x, c).clone() for c in net.configs}
-    net.train()
-    return out
 
 
 def worker(rank: int, world: int, port: int, out: Path) -> None:
@@ -74,7 +53,7 @@ def worker(rank: int, world: int, port: int, out: Path) -> None:
         t = train.Trainer(net, "incremental", epochs=[1 if k == s else 0 for k in range(4)], batch_size=8,
                           progress=False)
         t.fit((images, labels))
-        after_stage.append(_outputs(net, probe))
+        after_stage.append(outputs(net, probe))
     result["outputs_after_stage"] = after_stage
     result["staged"] = snapshot(net)
 

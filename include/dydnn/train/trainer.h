@@ -85,6 +85,11 @@ struct ConfigEvaluation {
 /// Throws `ValueError` when the sizes differ.
 std::vector<ConfigEvaluation> summarize_evaluations(const nn::DynamicNetImpl& net, const std::vector<Metrics>& metrics);
 
+/// The metrics of `net` at `config` on `data` (eval mode, no autograd, batches of
+/// `batch_size`; the net's training mode is restored). Images are normalised with `norm`.
+Metrics evaluate_config(nn::DynamicNetImpl& net, const data::ImageDataset& data, const data::Normalization& norm,
+                        nn::Config config, int64_t batch_size = 500);
+
 /// Evaluates every valid config of `net` on `data` (eval mode, no autograd; the net's
 /// training mode and config are restored). Images are normalised with `norm`.
 std::vector<ConfigEvaluation> evaluate_configs(nn::DynamicNetImpl& net, const data::ImageDataset& data,
@@ -206,6 +211,7 @@ class Trainer {
   // The optimiser of the stage it was built for; rebuilt when the position moves on.
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   size_t optimizer_stage_ = static_cast<size_t>(-1);
+  std::vector<torch::Tensor> trainable_;  // what the optimiser's stage trains (frozen for it once)
   int64_t rng_epoch_ = -1;
   std::mt19937_64 rng_;
   at::Generator augment_generator_;
