@@ -5,6 +5,7 @@
 #include <dydnn/data/dataset.h>
 #include <dydnn/data/idx.h>
 #include <dydnn/errors.h>
+#include <dydnn/io/artifact.h>
 #include <dydnn/nn/config.h>
 #include <dydnn/nn/connectivity.h>
 #include <dydnn/nn/dynamic_batch_norm2d.h>

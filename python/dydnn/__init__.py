@@ -7,7 +7,8 @@ import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C
 from ._C import Config, Connectivity, Execution, GroupSpec, NetSpec, retain_freed_memory
-from . import data, nn, plots, train
+from . import data, io, nn, plots, train
+from .io import Artifact, load, load_artifact, save
 from .specs import spec_path, available_specs
 
 __version__ = "0.1.0"
@@ -18,7 +19,12 @@ __all__ = [
     "Execution",
     "GroupSpec",
     "NetSpec",
+    "Artifact",
+    "save",
+    "load",
+    "load_artifact",
     "data",
+    "io",
     "nn",
     "train",
     "plots",

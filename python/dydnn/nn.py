@@ -202,6 +202,14 @@ class DynamicNet(_DynamicLayer):
 
     __repr__ = torch.nn.Module.__repr__  # the layer tree, each layer printed by C++
 
+    @classmethod
+    def _from_impl(cls, impl) -> "DynamicNet":
+        """Wraps an existing C++ net (one read from a model file) without copying it."""
+        net = cls.__new__(cls)
+        _DynamicLayer.__init__(net, impl)
+        net.eval()  # what a loaded model is for; C++ built it in eval mode too
+        return net
+
     @property
     def connectivity(self) -> Connectivity:
         return self._impl.connectivity

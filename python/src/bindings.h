@@ -15,6 +15,8 @@ void bind_types(pybind11::module_& m);
 void bind_modules(pybind11::module_& m);
 /// Trainer, stages, metrics, normalisation and the C++ data loaders.
 void bind_train(pybind11::module_& m);
+/// The model artifact: save/load/describe.
+void bind_io(pybind11::module_& m);
 
 /// Accepts a `Config`, an iterable of group indices, or a string ("AB", "C*D*", "0,1").
 /// Throws `ValueError` for anything else (a bare int is ambiguous).

@@ -1,6 +1,7 @@
 #include <dydnn/errors.h>
 #include <dydnn/nn/spec.h>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -257,6 +258,26 @@ GroupSpec NetSpec::group_spec(const LayerSpec& layer) const {
 }
 
 void NetSpec::validate() const {
+  // Bounds keep every size computation far from int64 overflow, even for a spec read
+  // from a damaged or hostile model file.
+  const auto in_range = [](int64_t value, int64_t low, const char* what) {
+    DYDNN_CHECK_VALUE(value >= low && value <= kMaxDimension, "spec", "{} {} is out of range (valid: {}..{})", what,
+                      value, low, kMaxDimension);
+  };
+  in_range(in_channels, 1, "input channels");
+  in_range(height, 1, "input height");
+  in_range(width, 1, "input width");
+  in_range(classes, 1, "classes");
+  for (const double r : ratios)
+    DYDNN_CHECK_VALUE(std::isfinite(r) && r > 0 && r <= 1e6, "spec", "group ratio {} is out of range (valid: > 0)", r);
+  for (const auto& layer : layers) {
+    in_range(layer.channels, 1, "channels");
+    in_range(layer.kernel, 1, "kernel");
+    in_range(layer.stride, 1, "stride");
+    in_range(layer.padding, 0, "padding");
+    in_range(layer.max_pool, 0, "maxpool");
+    in_range(layer.avg_pool, 0, "avgpool");
+  }
   make_connectivity();
   int64_t h = height, w = width;
   bool flat = false;

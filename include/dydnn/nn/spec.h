@@ -13,6 +13,10 @@
 namespace dydnn {
 namespace nn {
 
+/// The largest size a spec may give any dimension (channels, input size, kernel,
+/// padding, pool, classes).
+constexpr int64_t kMaxDimension = int64_t{1} << 20;
+
 /// The kind of a feature layer.
 enum class LayerKind { Conv, Linear };
 
