@@ -11,8 +11,9 @@
    sub-network materialised as a plain static torch model.
 3. Classifies a few test images with every config in turn, switching in place with
    net.set_config (no reload, no copy), and times each switch and inference.
-4. Writes the results (JSON), the accuracy-against-cost plot, the spec and the checkpoint
-   under build/demo/ (`python -m dydnn eval build/demo` evaluates it again).
+4. Writes the model file build/demo/model.dydnn (what the C++ deploy example runs: `make
+   demo` runs it right after), the results (JSON), the accuracy-against-cost plot, the spec
+   and the checkpoint under build/demo/ (`python -m dydnn eval build/demo` evaluates it again).
 
 --quick (or DYDNN_DEMO_QUICK=1) trains on 2,000 images for 1 epoch per stage and tests on
 2,000 images, a smoke test of a few seconds whose accuracy means little.
@@ -277,6 +278,12 @@ def main(argv=None):
     print("(top-1 and loss on the test set; norm.conf = total confidence relative to the full config;\n"
           " MFLOPs = 2 x MACs per image; params = the numbers the config uses)")
 
+    # The model file a C++ deployment runs (examples/cpp/deploy; `make demo` runs it next).
+    model_path = args.out / "model.dydnn"
+    dydnn.save(net, model_path, normalization=trainer.normalization, method=METHOD, dataset="fashion_mnist",
+               accuracy={e["config"]: e["top1"] for e in doc["evaluations"]},
+               extra={"epochs": ",".join(map(str, epochs)), "quick": str(args.quick).lower()})
+
     heading("The same sub-networks as plain static models")
     static_comparison(net, doc, test[0], trainer.normalization)
 
@@ -290,10 +297,12 @@ def main(argv=None):
     heading("Files")
     for path, what in ((results_path, "results: options, history, per-config test results and latency"),
                        (plot_path, "top-1 against MFLOPs and against latency"),
+                       (model_path, "the model file (spec, weights, configs, accuracy) for C++ deployment"),
                        (args.out / "checkpoint.pt", "the trained net (weights, optimiser, history)"),
                        (args.out / "spec.spec", "the spec it was built from")):
         print(f"  {shown(path):<28} {what}")
     print(f"Evaluate it again with: PYTHONPATH=python python3 -m dydnn eval {shown(args.out)}")
+    print(f"Inspect the model file with: PYTHONPATH=python python3 -m dydnn info {shown(model_path)}")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
 
 

@@ -1,5 +1,6 @@
 // Trains a dynamic net incrementally on Fashion-MNIST from C++ (the same trainer the
-// Python package drives), evaluates every config and writes the results JSON.
+// Python package drives), evaluates every config, writes the results JSON and the model
+// file (model.dydnn) that examples/cpp/deploy runs.
 //
 //   build/examples/train_incremental [--spec path.spec] [--method incremental] [--epochs 2]
 //                                    [--limit N] [--threads N] [--out DIR]
@@ -49,7 +50,17 @@ int main(int argc, char** argv) try {
     std::cout << fmt::format("{:<6} {:>7.4f} {:>8.4f} {:>10.2f} {:>9}\n", e.config.name(), e.metrics.top1(),
                              e.normalised_confidence, 2.0 * static_cast<double>(e.macs) / 1e6, e.parameters);
   std::ofstream(out / "results.json") << trainer.results_json(table, "fashion_mnist");
-  std::cout << "wrote " << (out / "results.json").string() << " and " << trainer.checkpoint_path() << "\n";
+
+  // The model file a deployment loads (examples/cpp/deploy), with what it needs to know.
+  dydnn::io::Artifact artifact;
+  artifact.net = net;
+  artifact.normalization = trainer.normalization();
+  artifact.metadata.method = dydnn::train::to_string(options.method);
+  artifact.metadata.dataset = "fashion_mnist";
+  for (const auto& e : table) artifact.metadata.accuracy[e.config] = e.metrics.top1();
+  dydnn::io::save(artifact, (out / "model.dydnn").string());
+  std::cout << "wrote " << (out / "results.json").string() << ", " << (out / "model.dydnn").string() << " and "
+            << trainer.checkpoint_path() << "\n";
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "train_incremental: " << e.what() << "\n";

@@ -406,3 +406,36 @@ class Trainer:
     def checkpoint_path(self) -> str: ...
     def resume(self) -> bool: ...
     def results_json(self, evaluations: List[ConfigEvaluation], dataset: str) -> str: ...
+
+# --- the model artifact (python/src/io.cpp; dydnn::io) -----------------------------------------
+# python/dydnn/io.py wraps these. `metadata` holds the keys dydnn_version, torch_version, method,
+# dataset, created, accuracy (config -> top-1) and extra (str -> str); format_version is read-only.
+# An operating point is {"config": ..., "knobs": {name: number}, "metrics": {name: number}}.
+
+ARTIFACT_FORMAT_VERSION: int
+
+def save_artifact(
+    net: DynamicNet,
+    path: str,
+    normalization: Optional[Normalization] = None,
+    metadata: Dict[str, Any] = {},
+    operating_points: Optional[List[Dict[str, Any]]] = None,
+) -> None: ...
+def artifact_to_bytes(
+    net: DynamicNet,
+    normalization: Optional[Normalization] = None,
+    metadata: Dict[str, Any] = {},
+    operating_points: Optional[List[Dict[str, Any]]] = None,
+) -> bytes: ...
+# (net in eval mode, normalization, metadata dict, operating points list)
+def load_artifact(path: str) -> Tuple[DynamicNet, Normalization, Dict[str, Any], List[Dict[str, Any]]]: ...
+def artifact_from_bytes(
+    data: bytes, source: str = "<bytes>"
+) -> Tuple[DynamicNet, Normalization, Dict[str, Any], List[Dict[str, Any]]]: ...
+# The summary `dydnn info` prints (C++ dydnn::io::describe).
+def describe_artifact(
+    net: DynamicNet,
+    normalization: Optional[Normalization] = None,
+    metadata: Dict[str, Any] = {},
+    operating_points: Optional[List[Dict[str, Any]]] = None,
+) -> str: ...

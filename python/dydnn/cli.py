@@ -1,4 +1,5 @@
-"""The ``dydnn`` command: train a dynamic net, evaluate a run, plot accuracy against cost.
+"""The ``dydnn`` command: train a dynamic net, evaluate a run, plot accuracy against cost,
+inspect a model file and export one of its configs.
 
 Examples::
 
@@ -6,18 +7,26 @@ Examples::
     dydnn train --spec fashion_mnist_default --method static --epochs 3 --out runs/static
     dydnn eval runs/incremental
     dydnn plot runs/incremental/results.json runs/static/results.json -o accuracy.png
+    dydnn info runs/incremental/model.dydnn
+    dydnn info runs/incremental/model.dydnn --json
+    dydnn export runs/incremental/model.dydnn --config AB --format torchscript -o ab.pt
+    dydnn export runs/incremental/model.dydnn --config AB --format onnx --layout dense -o ab.onnx
 
 ``python -m dydnn ...`` is the same command. Errors (a bad spec name, a missing file, a
 schedule of the wrong length, ...) print one line ``dydnn: error: ...`` and exit with
 status 2; set ``DYDNN_TRACEBACK=1`` to see the Python traceback instead.
 
 A run directory (``--out DIR``) holds ``checkpoint.pt`` (written after every epoch, so
-``--resume`` continues an interrupted run), ``spec.spec`` (the spec actually trained) and
-``results.json`` (options, per-epoch history and per-config test results, with latency).
+``--resume`` continues an interrupted run), ``spec.spec`` (the spec actually trained),
+``results.json`` (options, per-epoch history and per-config test results, with latency) and
+``model.dydnn`` (the trained net with its input normalisation, method, data set and
+per-config test top-1: the file ``dydnn info``, ``dydnn export`` and the C++ deploy
+example read; see docs/artifact.md).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,12 +36,14 @@ import torch
 
 from . import _C, __version__
 from . import data as _data
+from . import export as _export
+from . import io as _io
 from . import plots
 from .nn import DynamicNet, NetSpec, _load_spec
 from .specs import available_specs
 from .train import METHODS, Trainer, write_results
 
-__all__ = ["main", "build_parser", "training_spec", "CommandError"]
+__all__ = ["main", "build_parser", "training_spec", "info_document", "CommandError"]
 
 DATASETS = ("fashion_mnist",)
 
@@ -94,10 +105,11 @@ def _positive(text: str) -> int:
 
 # -- the parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    """The ``dydnn`` argument parser (subcommands ``train``, ``eval`` and ``plot``)."""
+    """The ``dydnn`` argument parser (subcommands ``train``, ``eval``, ``plot``, ``info`` and ``export``)."""
     parser = _Parser(
         prog="dydnn",
-        description="Train, evaluate and plot dynamic DNNs: one set of weights, many sub-networks (configs).",
+        description=("Train, evaluate and plot dynamic DNNs: one set of weights, many sub-networks (configs); "
+                     "inspect model files and export one config."),
         epilog="Run 'dydnn COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"dydnn {__version__}")
@@ -109,9 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Train a dynamic net with one of the training methods, evaluate every config on the test set\n"
-            "and write a run directory: checkpoint.pt (after every epoch), spec.spec (the spec trained)\n"
-            "and results.json (options, history, per-config top-1, loss, confidence, MACs, parameters,\n"
-            "latency). Prints the per-config table at the end.\n\n"
+            "and write a run directory: checkpoint.pt (after every epoch), spec.spec (the spec trained),\n"
+            "results.json (options, history, per-config top-1, loss, confidence, MACs, parameters,\n"
+            "latency) and model.dydnn (the model file: net, input normalisation, method, data set and\n"
+            "per-config top-1; read by 'dydnn info', 'dydnn export' and the C++ deploy example).\n"
+            "Prints the per-config table at the end.\n\n"
             "methods:\n"
             "  static       the full net at once: trains the spec's dense twin (connectivity and head\n"
             "               'prefix', only the full config), the baseline to compare against\n"
@@ -200,6 +214,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="FIG", help="the image to write (PNG, 120 dpi)")
     p.add_argument("--title", help="the figure's title (default: names the data sets)")
     p.set_defaults(func=_cmd_plot)
+
+    # info
+    i = commands.add_parser(
+        "info", help="describe a model file (spec, per-config cost and accuracy, operating points, metadata)",
+        description=("Print a model file's path and size, then its format and versions, how it was trained,\n"
+                     "the input normalisation, the spec, each config's parameters, MFLOPs and top-1 (where\n"
+                     "known), the operating points and the free-form metadata."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  dydnn info runs/incremental/model.dydnn\n  dydnn info runs/incremental/model.dydnn --json")
+    i.add_argument("model", metavar="MODEL", help="a model file (model.dydnn, written by 'dydnn train' or dydnn.save)")
+    i.add_argument("--json", action="store_true",
+                   help="print JSON instead: path, bytes, spec, metadata, configs (name, parameters, macs, top1 or "
+                        "null), normalization (mean and std per channel, empty for none) and operating_points")
+    i.set_defaults(func=_cmd_info)
+
+    # export
+    x = commands.add_parser(
+        "export", help="export one config of a model file as a standalone TorchScript or ONNX model",
+        description=("Load a model file and write one of its configs as a model that needs no dydnn:\n"
+                     "TorchScript (torch.jit.load, torch::jit::load) or ONNX. The file is checked against\n"
+                     "the dynamic net on a fixed input; prints the path, the file size, the config's\n"
+                     "parameters and the largest absolute difference of the logits.\n\n"
+                     "layouts:\n"
+                     "  blocks  only the config's allowed blocks (one convolution per run of input groups)\n"
+                     "  dense   one dense convolution per layer, zeros where the mask forbids a block\n"
+                     "          (more numbers, fewer calls: faster at small batches)"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=("examples:\n"
+                "  dydnn export runs/incremental/model.dydnn --config AB --format torchscript -o ab.pt\n"
+                "  dydnn export runs/incremental/model.dydnn --config ABCD --format onnx --layout dense -o abcd.onnx"))
+    x.add_argument("model", metavar="MODEL", help="a model file (model.dydnn)")
+    x.add_argument("--config", metavar="NAME",
+                   help="the config to export (required), e.g. AB; 'dydnn info MODEL' lists the model's configs")
+    x.add_argument("--format", required=True, choices=_export.FORMATS, help="the file format")
+    x.add_argument("--layout", default="blocks", choices=_export.LAYOUTS, help="the weight layout (default: blocks)")
+    x.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write (atomically)")
+    x.set_defaults(func=_cmd_export)
     return parser
 
 
@@ -385,9 +436,13 @@ def _cmd_train(args) -> int:
         "threads": torch.get_num_threads(),
     }
     write_results(out / "results.json", doc)
+    model = out / "model.dydnn"
+    _io.save(net, model, normalization=trainer.normalization, method=args.method, dataset=dataset,
+             accuracy={e["config"]: e["top1"] for e in doc["evaluations"]},
+             extra={"spec": spec.name, "epochs": ",".join(map(str, epochs)), "seed": str(args.seed)})
     print()
     _print_table(doc)
-    print(f"\nwrote {out / 'results.json'}, {out / 'checkpoint.pt'}, {out / 'spec.spec'}")
+    print(f"\nwrote {out / 'results.json'}, {model}, {out / 'checkpoint.pt'}, {out / 'spec.spec'}")
     return 0
 
 
@@ -485,6 +540,63 @@ def _cmd_plot(args) -> int:
         paths.append(path)
     plots.accuracy_vs_cost(paths, path=args.output, title=args.title)
     print(f"wrote {args.output} ({len(paths)} run(s))")
+    return 0
+
+
+# -- info ---------------------------------------------------------------------------------
+def _load_model(path: str) -> _io.Artifact:
+    if not os.path.lexists(path):
+        raise FileNotFoundError(2, "No such file", path)
+    return _io.load_artifact(path)
+
+
+def _cmd_info(args) -> int:
+    artifact = _load_model(args.model)
+    size = os.path.getsize(args.model)
+    if args.json:
+        print(json.dumps(info_document(artifact, args.model, size), indent=2))
+        return 0
+    print(f"{args.model} ({size:,} bytes)")
+    print(artifact.describe().rstrip("\n"))
+    return 0
+
+
+def info_document(artifact: _io.Artifact, path: str, size: int) -> dict:
+    """What ``dydnn info --json`` prints for ``artifact`` (read from ``path``, ``size`` bytes)."""
+    net, metadata = artifact.net, artifact.metadata
+    accuracy = metadata.get("accuracy") or {}
+    return {
+        "path": os.fspath(path),
+        "bytes": size,
+        "spec": net.spec.name,
+        "metadata": metadata,
+        "configs": [{"name": c.name, "parameters": int(net.parameter_count(c)), "macs": int(net.macs(c)),
+                     "top1": accuracy.get(c.name)} for c in net.configs],
+        "normalization": {"mean": list(artifact.normalization.mean), "std": list(artifact.normalization.std)},
+        "operating_points": artifact.operating_points,
+    }
+
+
+# -- export -------------------------------------------------------------------------------
+def _cmd_export(args) -> int:
+    artifact = _load_model(args.model)
+    net = artifact.net
+    if args.config is None:
+        raise CommandError(f"give --config (the configs of {args.model}: {', '.join(c.name for c in net.configs)})")
+    if os.path.isdir(args.output):
+        raise CommandError(f"the output {args.output} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(parent):
+        raise CommandError(f"the output's directory {parent} does not exist")
+    try:
+        result = _export.export(net, args.config, args.output, args.format, layout=args.layout)
+    except ImportError as e:
+        raise CommandError(f"{args.format} export needs the Python package '{e.name or 'onnx'}', which is not "
+                           "installed") from None
+    diff = result["max_abs_diff"]
+    print(f"wrote {result['path']}: {args.format} ({result['layout']} layout) of config {result['config']}, "
+          f"{result['bytes']:,} bytes, {result['parameters']:,} parameters, max abs difference "
+          f"{diff:.3g} from the dynamic net")
     return 0
 
 

@@ -12,7 +12,9 @@ Two layouts (``layout=``):
   scaled weights and one bias).
 - ``"dense"``: ``net.materialize(config)``, one convolution per layer with dense weights,
   zeros where the mask forbids a block (e.g. 50282 numbers instead of 43400 for
-  fashion_mnist_default's ABCD). Fewer, larger calls: faster at small batches.
+  fashion_mnist_default's ABCD). Fewer, larger calls: once frozen
+  (``torch.jit.freeze`` + ``optimize_for_inference``) the faster layout at batch 1;
+  docs/export_benchmark.md has both measured.
 
 Nothing in the file refers to dydnn, so a TorchScript file loads with ``torch.jit.load``
 (or ``torch::jit::load`` in LibTorch) and an ONNX file with any ONNX runtime. Files are

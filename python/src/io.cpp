@@ -40,6 +40,8 @@ std::map<std::string, double> to_named(const py::handle& value, const char* what
 io::Metadata to_metadata(const py::dict& d, int64_t groups) {
   io::Metadata m;
   for (const auto& [key, value] : d) {
+    DYDNN_CHECK_VALUE(py::isinstance<py::str>(key), "io", "metadata key {} is not a string (valid: {})",
+                      py::repr(key).cast<std::string>(), kMetadataKeys);
     const auto k = key.cast<std::string>();
     const auto text = [&] {
       if (value.is_none()) return std::string();
@@ -56,7 +58,16 @@ io::Metadata to_metadata(const py::dict& d, int64_t groups) {
     else if (k == "accuracy") {
       if (value.is_none()) continue;
       DYDNN_CHECK_VALUE(py::isinstance<py::dict>(value), "io", "metadata 'accuracy' must be a dict config -> top-1");
-      for (const auto& [config, top1] : value.cast<py::dict>()) m.accuracy[to_config(config, groups)] = top1.cast<double>();
+      for (const auto& [config, top1] : value.cast<py::dict>()) {
+        double value = 0;
+        try {
+          value = top1.cast<double>();
+        } catch (const py::cast_error&) {
+          detail::throw_value_error("io", "accuracy of config {} is {}, not a number in 0..1",
+                                    py::str(config).cast<std::string>(), py::repr(top1).cast<std::string>());
+        }
+        m.accuracy[to_config(config, groups)] = value;
+      }
     } else if (k == "extra") {
       if (value.is_none()) continue;
       DYDNN_CHECK_VALUE(py::isinstance<py::dict>(value), "io", "metadata 'extra' must be a dict str -> str");

@@ -116,6 +116,12 @@ uint8_t code_of(torch::Dtype dtype) {
                                    c10::toString(dtype));
 }
 
+std::string config_names(const std::vector<nn::Config>& configs) {
+  std::vector<std::string> names;
+  for (const auto c : configs) names.push_back(c.name());
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
 // ---- checks shared by save and load --------------------------------------------
 
 void check_consistent(const nn::DynamicNet& net, const data::Normalization& norm, const Metadata& meta,
@@ -124,7 +130,7 @@ void check_consistent(const nn::DynamicNet& net, const data::Normalization& norm
   const auto valid = [&](nn::Config c) { return conn.index_of(c) >= 0; };
   for (const auto& [config, top1] : meta.accuracy) {
     DYDNN_CHECK_VALUE(valid(config), "io", "{}: accuracy given for config {} which the net does not have (valid: {})",
-                      who, config.name(), nn::to_string(conn.valid_configs()));
+                      who, config.name(), config_names(conn.valid_configs()));
     DYDNN_CHECK_VALUE(std::isfinite(top1) && top1 >= 0 && top1 <= 1, "io",
                       "{}: accuracy {} of config {} is out of range (valid: 0..1)", who, top1, config.name());
   }
@@ -149,7 +155,7 @@ void check_consistent(const nn::DynamicNet& net, const data::Normalization& norm
     const auto& p = points[k];
     DYDNN_CHECK_VALUE(valid(p.config), "io",
                       "{}: operating point {} is at config {} which the net does not have (valid: {})", who, k,
-                      p.config.name(), nn::to_string(conn.valid_configs()));
+                      p.config.name(), config_names(conn.valid_configs()));
     for (const auto* named : {&p.knobs, &p.metrics})
       for (const auto& entry : *named)
         DYDNN_CHECK_VALUE(!entry.first.empty() && entry.first.size() <= kMaxNameBytes, "io",
@@ -529,7 +535,7 @@ Artifact parse(const uint8_t* data, size_t size, const std::string& source) {
       const auto c = read_config(r, spec.groups, "a config");
       if (allowed.index_of(c) < 0)
         r.fail("config {} is not allowed by the spec's {} connectivity (valid: {})", c.name(), spec.connectivity,
-               nn::to_string(allowed.valid_configs()));
+               config_names(allowed.valid_configs()));
       if (std::find(configs.begin(), configs.end(), c) != configs.end()) r.fail("config {} appears twice", c.name());
       configs.push_back(c);
     }

@@ -1,4 +1,4 @@
-"""The ``dydnn`` command (train, eval, plot), dydnn.plots and the demo's --quick mode.
+"""The ``dydnn`` command (train, eval, plot, info, export), dydnn.plots and the demo's --quick mode.
 
 Training runs on tiny Fashion-MNIST subsets (300 training, 200 test images, 1 epoch per
 stage), so the whole file takes a few tens of seconds.
@@ -61,6 +61,7 @@ def runs(tmp_path_factory):
                                          "--out", out[method])
         assert code == 0, stderr
         assert "top-1" in stdout and "ABCD" in stdout
+        assert str(out[method] / "model.dydnn") in stdout
     return out
 
 
@@ -80,6 +81,27 @@ def test_train_writes_a_run_directory(runs):
     assert (runs["incremental"] / "checkpoint.pt").is_file()
     spec = dydnn.NetSpec.load(str(runs["incremental"] / "spec.spec"))
     assert spec.to_text() == doc["spec_text"]
+
+
+def test_train_writes_a_loadable_model(runs):
+    """model.dydnn holds the trained net, its normalisation and the per-config test top-1 of results.json."""
+    import torch
+
+    for method in ("incremental", "static"):
+        doc = json.loads((runs[method] / "results.json").read_text())
+        artifact = dydnn.load_artifact(runs[method] / "model.dydnn")
+        m = artifact.metadata
+        assert (m["method"], m["dataset"]) == (method, "fashion_mnist")
+        assert m["accuracy"] == {e["config"]: e["top1"] for e in doc["evaluations"]}
+        assert m["extra"] == {"spec": doc["spec"], "epochs": ",".join(["1"] * len(doc["evaluations"])), "seed": "0"}
+        assert m["torch_version"] == torch.__version__
+        assert artifact.net.spec.to_text() == doc["spec_text"]
+        assert [c.name for c in artifact.net.configs] == [e["config"] for e in doc["evaluations"]]
+        assert not artifact.net.training and not artifact.normalization.identity
+        # The file alone reproduces the run's test results (so its normalisation is the trainer's).
+        test = dydnn.data.fashion_mnist("test", limit=200, raw=True)
+        again = dydnn.train.evaluate(artifact.net, test, normalization=artifact.normalization)
+        assert [(e["config"], e["top1"]) for e in again] == [(e["config"], e["top1"]) for e in doc["evaluations"]]
 
 
 def test_static_trains_the_dense_twin(runs):
@@ -150,6 +172,98 @@ def test_existing_run_needs_resume_or_overwrite(runs, capsys):
     assert "--resume" in _error(capsys, "train", *TINY, "--out", runs["incremental"])
 
 
+# -- info and export ------------------------------------------------------------------------
+def test_info_prints_the_summary(runs, capsys):
+    model = runs["incremental"] / "model.dydnn"
+    assert cli.main(["info", str(model)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{model} ({model.stat().st_size:,} bytes)"
+    text = "\n".join(lines)
+    accuracy = dydnn.load_artifact(model).metadata["accuracy"]
+    for expected in ["dydnn model, format 1", "trained with incremental on fashion_mnist", "input normalised with mean",
+                     "spec 'fashion_mnist_default'", "parameters", "MFLOPs", "top-1", "epochs = 1",
+                     f"{100 * accuracy['AB']:.2f}%"]:
+        assert expected in text, (expected, text)
+
+
+def test_info_json(runs, tmp_path, capsys):
+    model = runs["incremental"] / "model.dydnn"
+    code, stdout, stderr = run_dydnn("info", model, "--json")
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    artifact = dydnn.load_artifact(model)
+    net = artifact.net
+    assert doc["path"] == str(model) and doc["bytes"] == model.stat().st_size and doc["spec"] == net.spec.name
+    assert doc["metadata"] == artifact.metadata
+    assert doc["configs"] == [{"name": c.name, "parameters": net.parameter_count(c), "macs": net.macs(c),
+                               "top1": artifact.metadata["accuracy"][c.name]} for c in net.configs]
+    assert doc["normalization"] == {"mean": list(artifact.normalization.mean), "std": list(artifact.normalization.std)}
+    assert doc["operating_points"] == []
+
+    # Accuracy for some configs only, operating points, no normalisation.
+    other = tmp_path / "points.dydnn"
+    point = {"config": "AB", "knobs": {"threads": 2.0}, "metrics": {"latency_p50_us": 310.5}}
+    dydnn.save(net, other, accuracy={"A": 0.5}, operating_points=[point])
+    assert cli.main(["info", str(other), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [c["top1"] for c in doc["configs"]] == [0.5, None, None, None]
+    assert doc["operating_points"] == [point]
+    assert doc["normalization"] == {"mean": [], "std": []}
+
+
+@pytest.mark.parametrize("format,layout", [("torchscript", "blocks"), ("onnx", "dense")])
+def test_export_writes_one_config(runs, tmp_path, capsys, format, layout):
+    import torch
+
+    model = runs["incremental"] / "model.dydnn"
+    out = tmp_path / f"ab.{'pt' if format == 'torchscript' else 'onnx'}"
+    assert cli.main(["export", str(model), "--config", "AB", "--format", format, "--layout", layout,
+                     "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    net = dydnn.load(model)
+    assert printed.count("\n") == 1
+    for expected in (f"wrote {out}", f"{out.stat().st_size:,} bytes", f"{net.parameter_count('AB'):,} parameters",
+                     "config AB", format, f"{layout} layout", "max abs difference"):
+        assert expected in printed, (expected, printed)
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        expected = net(x, "AB")
+    if format == "torchscript":
+        got = torch.jit.load(str(out))(x)
+    else:
+        import onnx
+
+        from dydnn import onnx_reference
+        got = torch.from_numpy(onnx_reference.run(onnx.load(str(out)), x.numpy()))
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporary file left
+
+
+def test_info_and_export_errors(runs, capsys, tmp_path):
+    model = runs["incremental"] / "model.dydnn"
+    out = tmp_path / "x.pt"
+    missing = tmp_path / "missing.dydnn"
+    assert str(missing) in _error(capsys, "info", missing) and "not found" in _error(capsys, "info", missing)
+    assert "is a directory" in _error(capsys, "info", tmp_path)
+    broken = tmp_path / "broken.dydnn"
+    broken.write_bytes(model.read_bytes()[:1000])
+    err = _error(capsys, "info", broken)
+    assert str(broken) in err and "truncated" in err
+    assert "not found" in _error(capsys, "export", missing, "--config", "AB", "--format", "onnx", "-o", out)
+    err = _error(capsys, "export", model, "--config", "B", "--format", "onnx", "-o", out)
+    assert "'B' is not valid" in err and "A, AB, ABC, ABCD" in err
+    assert "A, AB, ABC, ABCD" in _error(capsys, "export", model, "--config", "XY", "--format", "onnx", "-o", out)
+    assert "A, AB, ABC, ABCD" in _error(capsys, "export", model, "--format", "onnx", "-o", out)  # no --config
+    err = _error(capsys, "export", model, "--config", "AB", "--format", "tflite", "-o", out)
+    assert "torchscript" in err and "onnx" in err
+    assert "blocks" in _error(capsys, "export", model, "--config", "AB", "--format", "onnx", "--layout", "x", "-o", out)
+    assert "is a directory" in _error(capsys, "export", model, "--config", "AB", "--format", "onnx", "-o", tmp_path)
+    assert "does not exist" in _error(capsys, "export", model, "--config", "AB", "--format", "onnx",
+                                      "-o", tmp_path / "no" / "x.onnx")
+    assert "-o/--output" in _error(capsys, "export", model, "--config", "AB", "--format", "onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.dydnn"]  # nothing written
+
+
 def test_console_script_is_declared():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'dydnn = "dydnn.cli:main"' in text
@@ -205,3 +319,4 @@ def test_demo_quick(tmp_path):
     assert doc["latency_threads"] == 1
     assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "spec.spec").is_file()
+    assert dydnn.load_artifact(tmp_path / "model.dydnn").metadata["accuracy"].keys() == {"A", "AB", "ABC", "ABCD"}
