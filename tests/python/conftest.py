@@ -4,6 +4,9 @@ Run: ``PYTHONPATH=python /usr/bin/python3 -m pytest tests/python -q``.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -165,3 +168,16 @@ def _seed():
 @pytest.fixture
 def small_net():
     return random_net(small_spec())
+
+
+#: The C++ build the tests run programs from: $DYDNN_BUILD_DIR, default <repo>/build.
+BUILD_DIR = Path(os.environ.get("DYDNN_BUILD_DIR") or Path(__file__).resolve().parents[2] / "build")
+
+
+def built_program(relative: str) -> Path:
+    """A program of the C++ build; fails (not skips: CI always builds them) naming `make build` when missing."""
+    path = BUILD_DIR / relative
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(f"{path} is missing: run `make build` first (or set DYDNN_BUILD_DIR to the build directory)",
+                    pytrace=False)
+    return path

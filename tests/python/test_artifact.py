@@ -28,12 +28,12 @@ import pytest
 import torch
 
 import dydnn
+from conftest import built_program
 from dydnn.nn import DynamicNet
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("DYDNN_BUILD_DIR") or ROOT / "build")
-DEPLOY = BUILD / "examples" / "cpp" / "deploy" / "dydnn_deploy"
-TRAIN_INCREMENTAL = BUILD / "examples" / "train_incremental"
+DEPLOY = "examples/cpp/deploy/dydnn_deploy"
+TRAIN_INCREMENTAL = "examples/train_incremental"
 
 # Every shipped spec, plus the default spec with prefix connectivity and head (what static
 # and sandwich training use): its BN groups keep one statistics set per context (`_at_AB`).
@@ -262,13 +262,6 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path):
 
 
 # -- Python <-> C++ -----------------------------------------------------------------------------
-def _program(path: Path) -> Path:
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.fail(f"{path} is missing: run `make build` first (or set DYDNN_BUILD_DIR to the build directory)",
-                    pytrace=False)
-    return path
-
-
 def write_idx(path: Path, images: torch.Tensor) -> None:
     """uint8 images [N, H, W] (or [N, C, H, W]) as an IDX file: magic 0x0000080<dims>, big-endian dims."""
     assert images.dtype == torch.uint8
@@ -290,7 +283,7 @@ def deploy_logits(model: Path, images: torch.Tensor, tmp_path: Path, configs, cl
     [len(configs), N, classes]."""
     idx, out = tmp_path / "images.idx", tmp_path / "logits.f32"
     write_idx(idx, images)
-    p = subprocess.run([str(_program(DEPLOY)), str(model), "--images", str(idx), "--all-configs", "--logits", str(out),
+    p = subprocess.run([str(built_program(DEPLOY)), str(model), "--images", str(idx), "--all-configs", "--logits", str(out),
                         "--threads", "1", "--warmup", "0", "--quiet"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     for c in configs:
@@ -333,7 +326,7 @@ def _trained_with_trainer(name: str):
 
 @pytest.mark.parametrize("name", dydnn.available_specs())
 def test_python_to_cpp_is_bitwise(name, tmp_path):
-    _program(DEPLOY)
+    built_program(DEPLOY)
     net, normalization, method = _trained_with_trainer(name)
     model = tmp_path / "model.dydnn"
     dydnn.save(net, model, normalization=normalization, method=method, dataset="random")
@@ -349,8 +342,8 @@ def test_python_to_cpp_is_bitwise(name, tmp_path):
 
 
 def test_cpp_to_python_is_bitwise(tmp_path):
-    _program(DEPLOY)
-    program = _program(TRAIN_INCREMENTAL)
+    built_program(DEPLOY)
+    program = built_program(TRAIN_INCREMENTAL)
     if not (dydnn.data.FASHION_MNIST_ROOT / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("train_incremental needs the Debian package dataset-fashion-mnist")
     run = tmp_path / "run"

@@ -37,7 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import dydnn
 from dydnn import export, onnx_reference
-from conftest import calibrate_, randomize_
+from conftest import built_program, calibrate_, randomize_
 
 SPECS = ("fashion_mnist_default", "fashion_mnist_fluid")
 
@@ -110,9 +110,11 @@ def _inputs():
 
 
 _LOADER = r"""
-import importlib.util, json, sys
+import json, sys
+# dydnn may be installed (CI's venv has it): make every import of it fail, so loading the
+# files proves they need nothing of dydnn.
+sys.modules["dydnn"] = None
 import torch
-assert importlib.util.find_spec("dydnn") is None, "dydnn is importable"
 jobs = json.loads(sys.argv[1])
 inputs = torch.load(sys.argv[2])
 out = {}
@@ -121,7 +123,7 @@ for key, path in jobs.items():
     with torch.no_grad():
         out[key] = {b: model(x) for b, x in inputs.items()}
     out[key]["numel"] = sum(t.numel() for t in list(model.parameters()) + list(model.buffers()))
-assert not any(m == "dydnn" or m.startswith("dydnn.") for m in sys.modules)
+assert sys.modules["dydnn"] is None and not any(m.startswith("dydnn.") for m in sys.modules)
 torch.save(out, sys.argv[3])
 """
 
@@ -154,6 +156,28 @@ def test_torchscript_loads_without_dydnn(nets, exported, tmp_path):
                 _assert_within(got, net(x, config), export.TORCHSCRIPT_ATOL, export.TORCHSCRIPT_RTOL,
                                f"{key} batch {batch}")
         assert result["max_abs_diff"] < 1e-4  # export check, batch 4: measured <= 1.1e-5
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_torchscript_runs_in_plain_libtorch(nets, exported, tmp_path, layout):
+    """examples/cpp/torchscript links torch only: the file runs there as in torch.jit.load."""
+    net = nets["fashion_mnist_default"]
+    path = exported["fashion_mnist_default", "AB", "torchscript", layout]["path"]
+    x = _inputs()[5]
+    x.numpy().astype("<f4").tofile(tmp_path / "input.f32")
+    proc = subprocess.run([str(built_program("examples/run_torchscript")), path, str(tmp_path / "input.f32"),
+                           *map(str, x.shape), str(tmp_path / "logits.f32")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    cpp = torch.from_numpy(np.fromfile(tmp_path / "logits.f32", dtype="<f4").reshape(x.shape[0], -1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what the program uses
+    try:
+        with torch.no_grad():
+            assert torch.equal(cpp, torch.jit.load(path)(x))  # the same LibTorch kernels
+            _assert_within(cpp, net(x, "AB"), export.TORCHSCRIPT_ATOL, export.TORCHSCRIPT_RTOL, "C++ TorchScript")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_onnx_checker_and_reference(nets, exported):
