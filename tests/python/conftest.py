@@ -181,3 +181,12 @@ def built_program(relative: str) -> Path:
         pytest.fail(f"{path} is missing: run `make build` first (or set DYDNN_BUILD_DIR to the build directory)",
                     pytrace=False)
     return path
+
+
+@pytest.fixture
+def keep_torch_state():
+    """Restores torch's global RNG state and thread count after a test that changes them."""
+    threads, state = torch.get_num_threads(), torch.get_rng_state()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_rng_state(state)

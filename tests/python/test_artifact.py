@@ -40,12 +40,7 @@ TRAIN_INCREMENTAL = "examples/train_incremental"
 SPECS = dydnn.available_specs() + ["fashion_mnist_default:prefix"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_state():
-    threads, state = torch.get_num_threads(), torch.get_rng_state()
-    yield
-    torch.set_num_threads(threads)
-    torch.set_rng_state(state)
+pytestmark = pytest.mark.usefixtures("keep_torch_state")
 
 
 def make_spec(name: str) -> dydnn.NetSpec:

@@ -21,19 +21,12 @@ from dydnn import cli, plots
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--limit", "300", "--test-limit", "200", "--epochs", "1", "--no-latency", "--no-progress"]
 
-pytestmark = pytest.mark.skipif(not (dydnn.data.FASHION_MNIST_ROOT / "t10k-labels-idx1-ubyte.gz").is_file(),
-                                reason="needs the Debian package dataset-fashion-mnist")
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_state():
-    """cli.main runs in this process in some tests: keep torch's global RNG and thread count as they were."""
-    import torch
-
-    threads, state = torch.get_num_threads(), torch.get_rng_state()
-    yield
-    torch.set_num_threads(threads)
-    torch.set_rng_state(state)
+pytestmark = [
+    pytest.mark.skipif(not (dydnn.data.FASHION_MNIST_ROOT / "t10k-labels-idx1-ubyte.gz").is_file(),
+                       reason="needs the Debian package dataset-fashion-mnist"),
+    # cli.main runs in this process in some tests: keep torch's global RNG and thread count as they were.
+    pytest.mark.usefixtures("keep_torch_state"),
+]
 
 
 def _env():
