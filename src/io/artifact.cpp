@@ -690,9 +690,9 @@ std::string describe(const Artifact& a) {
   if (!a.normalization.identity())
     out += fmt::format("  input normalised with mean [{:.4f}], std [{:.4f}]\n", fmt::join(a.normalization.mean, ", "),
                        fmt::join(a.normalization.std, ", "));
-  out += fmt::format("spec '{}': input {}x{}x{}, {} classes, {} groups, {} connectivity, {} head, {} layers\n",
+  out += fmt::format("spec '{}': input {}x{}x{}, {} classes, {} groups, {} connectivity, {} feature layers + {} head\n",
                      spec.name, spec.in_channels, spec.height, spec.width, spec.classes, spec.groups,
-                     spec.connectivity, nn::to_string(spec.head), spec.layers.size());
+                     spec.connectivity, spec.layers.size(), nn::to_string(spec.head));
   out += fmt::format("{:<10} {:>11} {:>9} {:>8}\n", "config", "parameters", "MFLOPs", "top-1");
   for (const auto c : net->configs()) {
     const auto it = m.accuracy.find(c);
