@@ -91,6 +91,7 @@ fuzz: fuzz-build
 
 bench: python
 	$(BUILD)/benchmarks/bench_dynamic_net --out $(BUILD)/bench --docs docs/kernels.md $(BENCH_ARGS)
+	$(BUILD)/benchmarks/bench_selector --out $(BUILD)/bench
 	$(PY) benchmarks/bench_training.py --out $(BUILD)/bench --docs docs/training_benchmark.md
 	$(PY) benchmarks/bench_export.py --out $(BUILD)/bench --docs docs/export_benchmark.md
 
