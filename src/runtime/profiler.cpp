@@ -1,0 +1,192 @@
+#include <dydnn/errors.h>
+#include <dydnn/runtime/latency.h>
+#include <dydnn/runtime/profiler.h>
+#include <dydnn/train/trainer.h>
+
+#include <torch/torch.h>
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+
+namespace dydnn {
+namespace runtime {
+
+bool pin_process(const std::vector<int>& cpus) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (const int c : cpus) {
+    if (c < 0 || c >= CPU_SETSIZE) return false;
+    CPU_SET(c, &set);
+  }
+  // Every thread of the process (LibTorch's pool included): affinity is per thread on Linux.
+  std::error_code ec;
+  bool ok = true;
+  for (std::filesystem::directory_iterator it("/proc/self/task", ec), end; !ec && it != end; it.increment(ec)) {
+    const pid_t tid = static_cast<pid_t>(std::stol(it->path().filename().string()));
+    ok = sched_setaffinity(tid, sizeof set, &set) == 0 && ok;
+  }
+  return ok && !ec;
+}
+
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> out;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return out;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) out.push_back(c);
+  return out;
+}
+
+namespace {
+
+double mask_of(const std::vector<int>& cpus) {
+  uint64_t mask = 0;
+  for (const int c : cpus) mask |= uint64_t{1} << c;
+  return static_cast<double>(mask);
+}
+
+// One hardware setting of the sweep.
+struct Setting {
+  int threads = 1;
+  std::vector<int> cores;                                   // empty: unchanged
+  std::vector<std::pair<size_t, uint64_t>> frequencies;     // (domain, Hz)
+};
+
+std::vector<Setting> settings_of(const ProfileOptions& o) {
+  std::vector<std::vector<std::pair<size_t, uint64_t>>> frequency_sets = {{}};
+  for (const auto& name : o.domains) {
+    DYDNN_CHECK_VALUE(o.dvfs != nullptr, "runtime", "profile: domain '{}' given without a DvfsBackend", name);
+    const int d = o.dvfs->find(name);
+    std::vector<std::string> names;
+    for (const auto& dom : o.dvfs->domains()) names.push_back(dom.name);
+    DYDNN_CHECK_VALUE(d >= 0, "runtime", "profile: {} has no domain '{}' (valid: {})", o.dvfs->name(), name,
+                      fmt::join(names, ", "));
+    const auto& table = o.dvfs->domains()[static_cast<size_t>(d)].frequencies_hz;
+    const auto& sweep = o.frequencies_hz.empty() ? table : o.frequencies_hz;
+    DYDNN_CHECK_VALUE(!sweep.empty(), "runtime", "profile: domain '{}' has no frequency table; give frequencies_hz",
+                      name);
+    std::vector<std::vector<std::pair<size_t, uint64_t>>> next;
+    for (const auto& partial : frequency_sets)
+      for (const uint64_t hz : sweep) {
+        auto s = partial;
+        s.emplace_back(static_cast<size_t>(d), hz);
+        next.push_back(std::move(s));
+      }
+    frequency_sets = std::move(next);
+  }
+  const std::vector<std::vector<int>> core_sets = o.core_sets.empty() ? std::vector<std::vector<int>>{{}} : o.core_sets;
+  const long cpus = sysconf(_SC_NPROCESSORS_CONF);
+  std::vector<Setting> out;
+  for (const int t : o.threads) {
+    DYDNN_CHECK_VALUE(t >= 1, "runtime", "profile: thread count {} (valid: >= 1)", t);
+    for (const auto& cores : core_sets) {
+      for (const int c : cores)
+        DYDNN_CHECK_VALUE(c >= 0 && c < cpus, "runtime", "profile: core {} (valid: 0..{})", c, cpus - 1);
+      for (const auto& f : frequency_sets) out.push_back({t, cores, f});
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<io::OperatingPoint> profile(nn::DynamicNet net, const data::ImageDataset& validation,
+                                        const data::Normalization& norm, const ProfileOptions& options) {
+  DYDNN_CHECK_VALUE(!options.threads.empty(), "runtime", "profile: no thread count to try");
+  DYDNN_CHECK_VALUE(options.warmup >= 0 && options.repetitions >= 1, "runtime",
+                    "profile: warmup {} and repetitions {} (valid: >= 0 and >= 1)", options.warmup,
+                    options.repetitions);
+  DYDNN_CHECK_VALUE(validation.size() > 0, "runtime", "profile: the validation data are empty");
+  const auto settings = settings_of(options);
+  net->eval();
+
+  // Accuracy depends on the config only.
+  std::map<nn::Config, double> top1;
+  for (const auto& e : train::evaluate_configs(*net, validation, norm)) top1[e.config] = e.metrics.top1();
+
+  const int old_threads = torch::get_num_threads();
+  const auto old_cpus = allowed_cpus();
+  const auto image = norm.apply(validation.images.slice(0, 0, 1));
+  std::vector<io::OperatingPoint> table;
+  c10::InferenceMode inference;
+  for (size_t s = 0; s < settings.size(); ++s) {
+    const auto& setting = settings[s];
+    torch::set_num_threads(setting.threads);
+    if (!setting.cores.empty())
+      DYDNN_CHECK_VALUE(pin_process(setting.cores), "runtime", "profile: cannot pin the process to cores [{}]",
+                        fmt::join(setting.cores, ","));
+    std::map<std::string, double> knobs = {{"threads", setting.threads}};
+    if (!setting.cores.empty()) knobs["cores"] = mask_of(setting.cores);
+    for (const auto& [domain, hz] : setting.frequencies) {
+      const auto status = options.dvfs->set_frequency(domain, hz);
+      DYDNN_CHECK_VALUE(status.ok, "runtime", "profile: {}", status.reason);
+      knobs[options.dvfs->domains()[domain].name + "_hz"] = static_cast<double>(hw::snap_up(
+          options.dvfs->domains()[domain].frequencies_hz, hz));
+    }
+    for (const auto config : net->configs()) {
+      const auto run = [&] { net->forward(image, config); };
+      for (int64_t k = 0; k < options.warmup; ++k) run();
+      const double e0 = options.energy ? options.energy() : std::numeric_limits<double>::quiet_NaN();
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto stats = measure_latency(run, 0, options.repetitions);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double e1 = options.energy ? options.energy() : std::numeric_limits<double>::quiet_NaN();
+      io::OperatingPoint p;
+      p.config = config;
+      p.knobs = knobs;
+      p.metrics[io::metric::kLatencyP50Us] = stats.median_us;
+      p.metrics[io::metric::kLatencyP95Us] = stats.p95_us;
+      p.metrics[io::metric::kTop1] = top1.at(config);
+      if (std::isfinite(e0) && std::isfinite(e1) && e1 >= e0) {
+        p.metrics[io::metric::kEnergyMj] = 1e3 * (e1 - e0) / static_cast<double>(options.repetitions);
+        p.metrics[io::metric::kPowerW] = (e1 - e0) / seconds;
+      }
+      table.push_back(std::move(p));
+    }
+    if (options.progress)
+      std::fprintf(stderr, "[dydnn] profiled setting %zu/%zu (threads %d%s): %zu configs\n", s + 1, settings.size(),
+                   setting.threads,
+                   setting.cores.empty() ? "" : fmt::format(", cores {}", fmt::join(setting.cores, ",")).c_str(),
+                   net->configs().size());
+  }
+  torch::set_num_threads(old_threads);
+  if (!options.core_sets.empty()) pin_process(old_cpus);
+  if (!options.domains.empty()) options.dvfs->restore();
+  return table;
+}
+
+std::vector<Point> to_points(const std::vector<io::OperatingPoint>& table) {
+  std::vector<Point> out;
+  for (size_t k = 0; k < table.size(); ++k) {
+    const auto& op = table[k];
+    const auto metric = [&](const char* name) {
+      const auto it = op.metrics.find(name);
+      return it == op.metrics.end() ? std::numeric_limits<double>::quiet_NaN() : it->second;
+    };
+    Point p;
+    p.config = op.config.mask();
+    p.knobs = op.knobs;
+    std::vector<std::string> parts;
+    for (const auto& [knob, value] : op.knobs) parts.push_back(fmt::format("{}={:g}", knob, value));
+    p.name = fmt::format("{}@{}", op.config.name(), fmt::join(parts, ","));
+    p.latency_s = 1e-6 * metric(io::metric::kLatencyP50Us);
+    p.accuracy = metric(io::metric::kTop1);
+    DYDNN_CHECK_VALUE(std::isfinite(p.latency_s) && std::isfinite(p.accuracy), "runtime",
+                      "operating point {} ({}) lacks {} or {}", k, p.name, io::metric::kLatencyP50Us,
+                      io::metric::kTop1);
+    p.power_w = metric(io::metric::kPowerW);
+    const double mj = metric(io::metric::kEnergyMj);
+    p.energy_j = std::isfinite(mj) ? 1e-3 * mj : std::numeric_limits<double>::quiet_NaN();
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+}  // namespace runtime
+}  // namespace dydnn
