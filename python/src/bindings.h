@@ -17,6 +17,8 @@ void bind_modules(pybind11::module_& m);
 void bind_train(pybind11::module_& m);
 /// The model artifact: save/load/describe.
 void bind_io(pybind11::module_& m);
+/// The runtime: selector, ladder, Pareto front, profiler, managers.
+void bind_runtime(pybind11::module_& m);
 
 /// Accepts a `Config`, an iterable of group indices, or a string ("AB", "C*D*", "0,1").
 /// Throws `ValueError` for anything else (a bare int is ambiguous).

@@ -7,4 +7,5 @@ PYBIND11_MODULE(_C, m) {
   dydnn::python::bind_modules(m);
   dydnn::python::bind_train(m);
   dydnn::python::bind_io(m);
+  dydnn::python::bind_runtime(m);
 }

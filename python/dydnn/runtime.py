@@ -1,0 +1,203 @@
+"""The runtime from Python: profile a model into operating points, pick points with the
+selector, serve requests under a manager, and plot both.
+
+The decisions are made by the C++ runtime (``dydnn::runtime``), so a Python experiment and
+a C++ deployment running the same table choose the same points.
+
+Example::
+
+    art = dydnn.load_artifact("model.dydnn")
+    table = dydnn.runtime.profile(art, images, labels, threads=[1, 2])   # also stored in art
+    dydnn.save(art, "model.dydnn")                                        # with its operating points
+    manager = dydnn.runtime.Manager(art.net, table)
+    manager.set_targets(max_latency_s=150e-6)
+    logits = manager.infer(x)                                             # decide, apply, run, measure
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import torch
+
+from . import _C
+from ._C import LadderPolicy, Point, Selector, SelectorOptions, allowed_cpus, pareto_front, pin_process
+from .io import Artifact
+from .nn import DynamicNet
+
+__all__ = ["Point", "Selector", "SelectorOptions", "LadderPolicy", "Manager", "profile", "to_points",
+           "pareto_front", "plot_pareto", "plot_run", "allowed_cpus", "pin_process"]
+
+Table = List[dict]
+
+
+def _net_and_norm(model):
+    if isinstance(model, Artifact):
+        return model.net, model.normalization
+    if isinstance(model, DynamicNet):
+        return model, _C.Normalization()
+    raise TypeError(f"[dydnn.runtime] expected a dydnn.io.Artifact or a dydnn.nn.DynamicNet, got {type(model).__name__}")
+
+
+def profile(model: Union[Artifact, DynamicNet], images: torch.Tensor, labels: torch.Tensor, *,
+            threads: Sequence[int] = (1,), core_sets: Sequence[Sequence[int]] = (), warmup: int = 20,
+            repetitions: int = 200, energy: Optional[Callable[[], float]] = None, energy_source: str = "",
+            normalization=None, progress: bool = True) -> Table:
+    """Measures every config under each thread count and core set (the knobs of this machine).
+
+    ``images`` (uint8 or already normalised float, ``[N, C, H, W]``) and ``labels`` give each
+    config's top-1; latency is timed at batch 1 (median and p95). ``energy`` is a callable
+    returning cumulative joules (a meter); without it power and energy stay unknown. With an
+    :class:`~dydnn.io.Artifact` the table is also stored in ``model.operating_points``
+    (save the artifact to keep it). Returns the table: dicts with ``config``, ``knobs`` and
+    ``metrics`` (``latency_p50_us``, ``latency_p95_us``, ``top1``, and ``energy_mj``,
+    ``power_w`` with a meter).
+    """
+    net, norm = _net_and_norm(model)
+    if normalization is not None:
+        norm = normalization
+    table = _C.profile_net(net._impl, images, labels, norm, list(threads), [list(c) for c in core_sets], warmup,
+                           repetitions, energy, energy_source, progress)
+    if isinstance(model, Artifact):
+        model.operating_points = table
+    return table
+
+
+def to_points(table: Table, net: Optional[DynamicNet] = None) -> List[Point]:
+    """The selector's points from an operating-point table (``latency_p50_us`` and ``top1`` required)."""
+    groups = net.spec.groups if net is not None else 64
+    points = []
+    for k, row in enumerate(table):
+        metrics, knobs = row.get("metrics", {}), dict(row.get("knobs", {}))
+        if "latency_p50_us" not in metrics or "top1" not in metrics:
+            raise ValueError(f"[dydnn.runtime] operating point {k} ({row.get('config')}) lacks latency_p50_us or top1")
+        config = _C.Config(row["config"], groups)
+        name = f"{config.name}@" + ",".join(f"{key}={value:g}" for key, value in sorted(knobs.items()))
+        energy = metrics.get("energy_mj")
+        points.append(Point(config.mask, 1e-6 * metrics["latency_p50_us"], metrics["top1"], name, knobs,
+                            metrics.get("power_w", math.nan), 1e-3 * energy if energy is not None else math.nan))
+    return points
+
+
+class Manager:
+    """One model under the runtime manager (C++ ``ModelManager``): per request it decides,
+    applies the point's config and knobs (threads, cores), runs, measures and logs.
+
+    ``table`` is an operating-point table (``profile``'s, or an artifact's) or a list of
+    :class:`Point`. ``start(period_s)`` moves the decisions to a background thread.
+    """
+
+    def __init__(self, net: DynamicNet, table: Union[Table, Sequence[Point]],
+                 options: Optional[SelectorOptions] = None):
+        points = list(table)
+        if points and isinstance(points[0], dict):
+            points = to_points(points, net)
+        self.net = net
+        self._cpp = _C.ModelManager(net._impl, points, options or SelectorOptions())
+
+    def set_targets(self, max_latency_s: float = math.inf, min_accuracy: float = 0.0, max_power_w: float = math.inf,
+                    max_energy_j: float = math.inf, objective: str = "max_accuracy") -> None:
+        """New targets; they apply from the next decision (thread-safe)."""
+        self._cpp.set_targets(max_latency_s, min_accuracy, max_power_w, max_energy_j, objective)
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for ``x`` (normalised, ``[N, C, H, W]``) at the point the manager chooses."""
+        return self._cpp.infer(x)
+
+    def start(self, period_s: float) -> None:
+        self._cpp.start(period_s)
+
+    def stop(self) -> None:
+        self._cpp.stop()
+
+    @property
+    def points(self) -> List[Point]:
+        return self._cpp.points
+
+    @property
+    def current(self) -> Point:
+        return self._cpp.points[self._cpp.current]
+
+    @property
+    def slowdown(self) -> float:
+        return self._cpp.slowdown
+
+    def log(self) -> List[dict]:
+        """Every decision: time, targets, measured latency, slowdown, point, config, knobs, reason."""
+        return self._cpp.log()
+
+    def write_log(self, path: Union[str, Path]) -> None:
+        """The decision log as CSV."""
+        Path(path).write_text(self._cpp.log_csv())
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_pareto(table: Union[Table, Sequence[Point]], path: Union[str, Path], title: str = "Operating points") -> None:
+    """Top-1 against latency for every point, the Pareto front over (latency, energy,
+    accuracy) highlighted; colour = energy per inference where known."""
+    plt = _pyplot()
+    points = to_points(table) if table and isinstance(list(table)[0], dict) else list(table)
+    front = set(pareto_front(points))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    energy = [p.energy_per_inference() for p in points]
+    known = all(math.isfinite(e) for e in energy)
+    sc = ax.scatter([1e6 * p.latency_s for p in points], [100 * p.accuracy for p in points],
+                    c=[1e3 * e for e in energy] if known else "tab:gray", s=22, alpha=0.7, label="operating points")
+    if known:
+        fig.colorbar(sc, ax=ax, label="energy per inference (mJ)")
+    ordered = sorted(front, key=lambda k: points[k].latency_s)
+    ax.plot([1e6 * points[k].latency_s for k in ordered], [100 * points[k].accuracy for k in ordered], "o-",
+            color="tab:red", mfc="none", label="Pareto front")
+    for k in ordered:
+        ax.annotate(points[k].name, (1e6 * points[k].latency_s, 100 * points[k].accuracy), fontsize=7,
+                    xytext=(3, -10), textcoords="offset points")
+    ax.set_xlabel("latency per inference, median (us)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_run(log: Sequence[dict], path: Union[str, Path], title: str = "Runtime manager",
+             windows: Optional[Sequence[dict]] = None) -> None:
+    """A run over time: measured latency against the target, the config, the threads and
+    the accuracy of the chosen point (one panel each)."""
+    plt = _pyplot()
+    if not log:
+        raise ValueError("[dydnn.runtime] plot_run: the log is empty")
+    t0 = log[0]["time_s"]
+    t = [e["time_s"] - t0 for e in log]
+    configs = sorted({e["config"] for e in log}, key=lambda c: (len(c), c))
+    fig, axes = plt.subplots(4, 1, figsize=(9, 8), sharex=True)
+    axes[0].plot(t, [1e6 * e["measured_latency_s"] for e in log], ".", ms=2, alpha=0.5, label="measured")
+    axes[0].step(t, [1e6 * e["max_latency_s"] for e in log], where="post", color="tab:red", label="target")
+    if windows:
+        axes[0].plot([w["end_s"] - t0 for w in windows], [1e6 * w["p50_latency_s"] for w in windows], "-",
+                     color="tab:green", label="window median")
+    axes[0].set_ylabel("latency (us)")
+    axes[0].legend(loc="upper right", fontsize=8)
+    axes[1].step(t, [configs.index(e["config"]) for e in log], where="post")
+    axes[1].set_yticks(range(len(configs)))
+    axes[1].set_yticklabels(configs)
+    axes[1].set_ylabel("config")
+    axes[2].step(t, [e["knobs"].get("threads", math.nan) for e in log], where="post", color="tab:purple")
+    axes[2].set_ylabel("threads")
+    axes[3].step(t, [100 * e["accuracy"] for e in log], where="post", color="tab:orange")
+    axes[3].set_ylabel("top-1 (%)")
+    axes[3].set_xlabel("time (s)")
+    axes[0].set_title(title)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
