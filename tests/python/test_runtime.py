@@ -1,0 +1,90 @@
+"""The runtime from Python: profiling into an artifact, the selector, the manager and the plots."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import dydnn
+from dydnn import runtime
+from tiny_training import tiny_data, tiny_spec
+
+pytestmark = pytest.mark.usefixtures("keep_torch_state")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = dydnn.nn.DynamicNet(tiny_spec())
+    net.eval()
+    images, labels = tiny_data(64, seed=1)
+    return dydnn.io.Artifact(net, dydnn.train.Normalization.fit(images)), images, labels
+
+
+def test_profile_fills_the_artifact_and_round_trips(model, tmp_path):
+    art, images, labels = model
+    table = runtime.profile(art, images, labels, threads=[1, 2], warmup=1, repetitions=5, progress=False)
+    assert len(table) == 2 * len(art.net.configs)
+    assert art.operating_points == table
+    for row in table:
+        assert {"latency_p50_us", "latency_p95_us", "top1"} <= set(row["metrics"])
+        assert row["metrics"]["latency_p95_us"] >= row["metrics"]["latency_p50_us"] > 0
+        assert row["knobs"]["threads"] in (1.0, 2.0)
+    dydnn.save(art, tmp_path / "m.dydnn")
+    assert dydnn.load_artifact(tmp_path / "m.dydnn").operating_points == table
+    points = runtime.to_points(table, art.net)
+    assert [p.config for p in points] == [dydnn.Config(row["config"], 4).mask for row in table]
+    assert points[0].latency_s == pytest.approx(1e-6 * table[0]["metrics"]["latency_p50_us"])
+
+
+def test_profile_with_an_energy_reader(model):
+    art, images, labels = model
+    joules = [0.0]
+
+    def meter():
+        joules[0] += 0.002
+        return joules[0]
+
+    table = runtime.profile(art.net, images, labels, warmup=0, repetitions=4, energy=meter, energy_source="test",
+                            normalization=art.normalization, progress=False)
+    assert all(row["metrics"]["energy_mj"] == pytest.approx(0.5) for row in table)  # 2 mJ over 4 runs
+    assert all(row["metrics"]["power_w"] > 0 for row in table)
+
+
+def test_selector_from_python():
+    pts = [runtime.Point(0b1, 1e-3, 0.80, "A", power_w=1.0), runtime.Point(0b11, 2e-3, 0.90, "AB", power_w=1.5)]
+    s = runtime.Selector(pts, runtime.SelectorOptions(up_margin=0.0))
+    assert s.decide(max_latency_s=1.5e-3)["index"] == 0
+    d = s.decide(max_latency_s=2e-3)
+    assert d["index"] == 1 and d["switched"] and d["reason"] == "best"
+    assert s.decide(max_latency_s=0.5e-3)["feasible"] is False
+    assert s.decide(objective="min_energy")["index"] == 0
+    with pytest.raises(ValueError, match="valid: max_accuracy, min_energy"):
+        s.decide(objective="fastest")
+    assert runtime.pareto_front(pts) == [0, 1]
+    assert runtime.LadderPolicy(pts).rungs == [0, 1]
+
+
+def test_manager_follows_targets_and_logs(model, tmp_path):
+    art, images, _ = model
+    table = [{"config": c.name, "knobs": {"threads": 1},
+              "metrics": {"latency_p50_us": 100.0 * (k + 1), "top1": 0.5 + 0.1 * k}}
+             for k, c in enumerate(art.net.configs)]
+    m = runtime.Manager(art.net, table, runtime.SelectorOptions(up_margin=0.0))
+    x = art.normalization.apply(images[:1])
+    m.set_targets(max_latency_s=250e-6)
+    assert m.infer(x).shape == (1, 4)
+    assert m.current.name.startswith("AB@")
+    m.set_targets(max_latency_s=math.inf)
+    m.infer(x)
+    log = m.log()
+    assert [e["config"] for e in log] == ["AB", "ABCD"]
+    assert log[1]["switched"] and log[1]["measured_latency_s"] > 0
+    m.write_log(tmp_path / "log.csv")
+    assert (tmp_path / "log.csv").read_text().startswith("time_s,max_latency_s")
+    runtime.plot_run(log, tmp_path / "run.png")
+    runtime.plot_pareto(table, tmp_path / "pareto.png")
+    assert (tmp_path / "run.png").stat().st_size > 0 and (tmp_path / "pareto.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="lacks latency_p50_us or top1"):
+        runtime.to_points([{"config": "A", "knobs": {}, "metrics": {}}])
