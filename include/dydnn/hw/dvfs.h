@@ -20,7 +20,7 @@ namespace hw {
 /// The outcome of an action: ok, or why not.
 struct Status {
   bool ok = true;
-  std::string reason;  ///< empty when ok
+  std::string reason;  ///< why not; when ok, empty or a note (e.g. "clamped to the limits")
 
   static Status success() { return {}; }
   static Status failure(std::string why) { return {false, std::move(why)}; }
