@@ -39,6 +39,8 @@ from . import data as _data
 from . import export as _export
 from . import io as _io
 from . import plots
+from . import runtime as _runtime
+from . import runtime as _runtime
 from .nn import DynamicNet, NetSpec, _load_spec
 from .specs import available_specs
 from .train import METHODS, Trainer, write_results
@@ -251,6 +253,45 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--layout", default="blocks", choices=_export.LAYOUTS, help="the weight layout (default: blocks)")
     x.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write (atomically)")
     x.set_defaults(func=_cmd_export)
+
+    # profile
+    pr = commands.add_parser(
+        "profile", help="measure every config of a model file under each thread count / core set; store the table",
+        description=("Time every config at batch 1 (warm-up, then repetitions: median and p95) under each\n"
+                     "thread count and core set, take each config's top-1 on the test data, and store the\n"
+                     "operating-point table in the model file (or -o). Prints the table; --plot draws the\n"
+                     "Pareto front."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  dydnn profile build/demo/model.dydnn --threads 1,2 --plot pareto.png")
+    pr.add_argument("model", metavar="MODEL", help="a model file (model.dydnn)")
+    pr.add_argument("--threads", type=_schedule(int, "thread list"), default=[1], metavar="N[,N...]",
+                    help="intra-op thread counts to try (default: 1)")
+    pr.add_argument("--cores", default=None, metavar="SET[/SET...]",
+                    help="core sets to pin to, e.g. 0/0,1 (default: no pinning)")
+    pr.add_argument("--repetitions", type=_positive, default=200, metavar="R", help="timed calls (default: 200)")
+    pr.add_argument("--warmup", type=_count, default=20, metavar="W", help="untimed calls first (default: 20)")
+    pr.add_argument("-o", "--output", metavar="OUT", help="write the profiled model here (default: MODEL itself)")
+    pr.add_argument("--plot", metavar="FIG", help="also draw top-1 against latency with the Pareto front")
+    _data_arguments(pr, train=False)
+    pr.set_defaults(func=_cmd_profile, test_limit_default=2000)
+
+    # run
+    r = commands.add_parser(
+        "run", help="serve test images under the runtime manager while the targets follow a trace",
+        description=("Serve test images back to back under the runtime manager, with the model file's\n"
+                     "operating points ('dydnn profile' first), while the targets follow a CSV trace\n"
+                     "(time_s,max_latency_us[,min_accuracy][,max_power_w][,objective]). Writes every decision\n"
+                     "to the log (CSV) and prints how many 100 ms windows met their target."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  dydnn run build/demo/model.dydnn --targets trace.csv --log run.csv --plot run.png")
+    r.add_argument("model", metavar="MODEL", help="a profiled model file")
+    r.add_argument("--targets", required=True, metavar="TRACE", help="the targets trace (CSV)")
+    r.add_argument("--log", metavar="CSV", help="write the decision log here")
+    r.add_argument("--plot", metavar="FIG", help="plot latency, target, config, threads and accuracy over time")
+    r.add_argument("--duration", type=float, metavar="S", help="seconds to run (default: the trace plus its last step)")
+    r.add_argument("--dwell", type=float, default=0.0, metavar="S", help="minimum time between switches (default: 0)")
+    _data_arguments(r, train=False)
+    r.set_defaults(func=_cmd_run, test_limit_default=1000)
     return parser
 
 
@@ -597,6 +638,62 @@ def _cmd_export(args) -> int:
     print(f"wrote {result['path']}: {args.format} ({result['layout']} layout) of config {result['config']}, "
           f"{result['bytes']:,} bytes, {result['parameters']:,} parameters, max abs difference "
           f"{diff:.3g} from the dynamic net")
+    return 0
+
+
+# -- profile and run -----------------------------------------------------------------------
+def _test_images(args):
+    idx = _idx_paths(args, train=False)
+    limit = args.test_limit if args.test_limit is not None else args.test_limit_default
+    if idx:
+        return _load_pair(idx["test_images"], idx["test_labels"], limit)
+    return _data.fashion_mnist("test", limit=limit, raw=True)
+
+
+def _cmd_profile(args) -> int:
+    artifact = _load_model(args.model)
+    cores = [[int(c) for c in part.split(",")] for part in args.cores.split("/")] if args.cores else []
+    images, labels = _test_images(args)
+    table = _runtime.profile(artifact, images, labels, threads=args.threads, core_sets=cores, warmup=args.warmup,
+                             repetitions=args.repetitions, progress=sys.stderr.isatty())
+    print(f"{'config':<8}{'knobs':<24}{'p50 us':>9}{'p95 us':>9}{'top-1':>9}")
+    for row in table:
+        knobs = ",".join(f"{k}={v:g}" for k, v in sorted(row["knobs"].items()))
+        m = row["metrics"]
+        print(f"{row['config']:<8}{knobs:<24}{m['latency_p50_us']:>9.1f}{m['latency_p95_us']:>9.1f}"
+              f"{100 * m['top1']:>8.2f}%")
+    out = args.output or args.model
+    _io.save(artifact, out)
+    print(f"wrote {len(table)} operating points to {out}")
+    if args.plot:
+        _runtime.plot_pareto(table, args.plot, title=f"{artifact.net.spec.name}: operating points")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    artifact = _load_model(args.model)
+    if not artifact.operating_points:
+        raise CommandError(f"{args.model} has no operating points: run 'dydnn profile {args.model}' first")
+    trace = _runtime.read_trace(args.targets)
+    images, _ = _test_images(args)
+    inputs = artifact.normalization.apply(images)
+    manager = _runtime.Manager(artifact.net, artifact.operating_points,
+                               _runtime.SelectorOptions(min_dwell_s=args.dwell))
+    result = _runtime.serve_trace(manager, inputs, trace, duration_s=args.duration)
+    windows = result["windows"]
+    judged = [w for w in windows if w["feasible"]]
+    print(f"{result['requests']:,} requests, {result['switches']} switches, mean top-1 of the chosen points "
+          f"{100 * result['mean_accuracy']:.2f}%")
+    print(f"{sum(w['met'] for w in judged)}/{len(judged)} windows with a feasible point met their target "
+          f"({100 * result['met_fraction']:.1f}%; {len(windows) - len(judged)} windows had none)")
+    if args.log:
+        manager.write_log(args.log)
+        print(f"wrote {args.log}")
+    if args.plot:
+        _runtime.plot_run(result["log"], args.plot, title=f"{artifact.net.spec.name} under {args.targets}",
+                          windows=windows)
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -27,7 +27,7 @@ from .io import Artifact
 from .nn import DynamicNet
 
 __all__ = ["Point", "Selector", "SelectorOptions", "LadderPolicy", "Manager", "profile", "to_points",
-           "pareto_front", "plot_pareto", "plot_run", "allowed_cpus", "pin_process"]
+           "pareto_front", "plot_pareto", "plot_run", "read_trace", "serve_trace", "allowed_cpus", "pin_process"]
 
 Table = List[dict]
 
@@ -201,3 +201,95 @@ def plot_run(log: Sequence[dict], path: Union[str, Path], title: str = "Runtime 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def read_trace(path: Union[str, Path]) -> List[dict]:
+    """A targets trace: CSV with a header ``time_s,max_latency_us`` and optionally
+    ``min_accuracy``, ``max_power_w`` and ``objective`` columns; each row holds from its
+    time until the next row's. Raises ``ValueError`` naming the line for a bad row."""
+    import csv
+
+    rows = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"time_s", "max_latency_us"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"[dydnn.runtime] {path}: the header lacks {', '.join(sorted(missing))} "
+                             "(columns: time_s,max_latency_us[,min_accuracy][,max_power_w][,objective])")
+        for line, row in enumerate(reader, start=2):
+            try:
+                entry = {"time_s": float(row["time_s"]), "max_latency_s": 1e-6 * float(row["max_latency_us"]),
+                         "min_accuracy": float(row.get("min_accuracy") or 0.0),
+                         "max_power_w": float(row.get("max_power_w") or math.inf),
+                         "objective": (row.get("objective") or "max_accuracy").strip()}
+            except ValueError as e:
+                raise ValueError(f"[dydnn.runtime] {path}:{line}: {e}") from None
+            if rows and entry["time_s"] < rows[-1]["time_s"]:
+                raise ValueError(f"[dydnn.runtime] {path}:{line}: time_s {entry['time_s']} goes back in time")
+            if not entry["max_latency_s"] > 0:
+                raise ValueError(f"[dydnn.runtime] {path}:{line}: max_latency_us must be > 0")
+            rows.append(entry)
+    if not rows:
+        raise ValueError(f"[dydnn.runtime] {path}: the trace has no rows")
+    return rows
+
+
+def serve_trace(manager: Manager, inputs: torch.Tensor, trace: Sequence[dict], duration_s: Optional[float] = None,
+                window_s: float = 0.1, progress: bool = False) -> dict:
+    """Serves ``inputs`` (normalised, one request per image, cycling) back to back under
+    ``manager`` while the targets follow ``trace``; returns the log and per-window results.
+
+    A window (``window_s`` long) meets its target when the median measured latency in it is
+    at most the target; ``met_fraction`` counts only the windows where the table has a
+    feasible point (``feasible``).
+    """
+    import time
+
+    end = duration_s if duration_s is not None else trace[-1]["time_s"] + max(
+        1.0, trace[-1]["time_s"] - (trace[-2]["time_s"] if len(trace) > 1 else 0.0))
+    manager._cpp.clear_log()
+    start = time.perf_counter()
+    row, k, n = -1, 0, inputs.shape[0]
+    while True:
+        t = time.perf_counter() - start
+        if t >= end:
+            break
+        while row + 1 < len(trace) and trace[row + 1]["time_s"] <= t:
+            row += 1
+            r = trace[row]
+            manager.set_targets(r["max_latency_s"], r["min_accuracy"], r["max_power_w"], objective=r["objective"])
+        if row < 0:
+            row = 0
+            r = trace[0]
+            manager.set_targets(r["max_latency_s"], r["min_accuracy"], r["max_power_w"], objective=r["objective"])
+        manager.infer(inputs[k % n:k % n + 1])
+        k += 1
+    log = manager.log()
+    # Each decision's measured latency belongs to the inference before it: shift by one.
+    samples = [(log[i]["time_s"], log[i + 1]["measured_latency_s"], log[i]) for i in range(len(log) - 1)]
+    windows = []
+    if samples:
+        t0 = samples[0][0]
+        bucket = []
+        for t, latency, entry in samples:
+            if bucket and t - t0 >= window_s:
+                windows.append(_window(bucket, t0))
+                bucket, t0 = [], t
+            bucket.append((t, latency, entry))
+        if bucket:
+            windows.append(_window(bucket, t0))
+    judged = [w for w in windows if w["feasible"]]
+    return {"log": log, "windows": windows, "requests": k,
+            "met_fraction": sum(w["met"] for w in judged) / len(judged) if judged else math.nan,
+            "mean_accuracy": sum(e["accuracy"] for _, _, e in samples) / len(samples) if samples else math.nan,
+            "switches": sum(1 for e in log[1:] if e["switched"])}
+
+
+def _window(bucket, t0) -> dict:
+    import statistics
+
+    latencies = [latency for _, latency, _ in bucket]
+    target = min(e["max_latency_s"] for _, _, e in bucket)
+    p50 = statistics.median(latencies)
+    return {"start_s": t0, "end_s": bucket[-1][0], "requests": len(bucket), "target_s": target,
+            "p50_latency_s": p50, "met": p50 <= target, "feasible": all(e["feasible"] for _, _, e in bucket)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -313,3 +314,22 @@ def test_demo_quick(tmp_path):
     assert (tmp_path / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "spec.spec").is_file()
     assert dydnn.load_artifact(tmp_path / "model.dydnn").metadata["accuracy"].keys() == {"A", "AB", "ABC", "ABCD"}
+
+
+def test_profile_then_run(runs, tmp_path, capsys):
+    model = tmp_path / "model.dydnn"
+    shutil.copy(runs["incremental"] / "model.dydnn", model)
+    trace = tmp_path / "trace.csv"
+    trace.write_text("time_s,max_latency_us\n0,100000\n0.15,1\n")
+    assert cli.main(["run", str(model), "--targets", str(trace)]) == 2
+    assert "has no operating points: run 'dydnn profile" in capsys.readouterr().err
+    assert cli.main(["profile", str(model), "--threads", "1", "--repetitions", "3", "--warmup", "1",
+                     "--test-limit", "50", "--plot", str(tmp_path / "pareto.png")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 4 operating points" in out and (tmp_path / "pareto.png").is_file()
+    assert len(dydnn.load_artifact(model).operating_points) == 4
+    assert cli.main(["run", str(model), "--targets", str(trace), "--duration", "0.3", "--test-limit", "20",
+                     "--log", str(tmp_path / "log.csv"), "--plot", str(tmp_path / "run.png")]) == 0
+    out = capsys.readouterr().out
+    assert "windows with a feasible point met their target" in out
+    assert (tmp_path / "log.csv").read_text().startswith("time_s,") and (tmp_path / "run.png").is_file()

@@ -88,3 +88,27 @@ def test_manager_follows_targets_and_logs(model, tmp_path):
     assert (tmp_path / "run.png").stat().st_size > 0 and (tmp_path / "pareto.png").stat().st_size > 0
     with pytest.raises(ValueError, match="lacks latency_p50_us or top1"):
         runtime.to_points([{"config": "A", "knobs": {}, "metrics": {}}])
+
+
+def test_trace_and_serving(model, tmp_path):
+    art, images, _ = model
+    trace_path = tmp_path / "trace.csv"
+    trace_path.write_text("time_s,max_latency_us\n0,1000000\n0.1,1\n")
+    trace = runtime.read_trace(trace_path)
+    assert [r["max_latency_s"] for r in trace] == [1.0, 1e-6]
+    table = [{"config": c.name, "knobs": {}, "metrics": {"latency_p50_us": 50.0 * (k + 1), "top1": 0.5 + 0.1 * k}}
+             for k, c in enumerate(art.net.configs)]
+    m = runtime.Manager(art.net, table)
+    result = runtime.serve_trace(m, art.normalization.apply(images), trace, duration_s=0.2, window_s=0.05)
+    assert result["requests"] > 10
+    configs = [e["config"] for e in result["log"]]
+    assert configs[0] == "ABCD" and configs[-1] == "A"  # the 1 us target leaves only the fallback
+    assert not result["log"][-1]["feasible"]
+    assert any(not w["feasible"] for w in result["windows"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time_s,max_latency_us\n1,100\n0,100\n")
+    with pytest.raises(ValueError, match="bad.csv:3: time_s 0.0 goes back in time"):
+        runtime.read_trace(bad)
+    bad.write_text("t,latency\n")
+    with pytest.raises(ValueError, match="lacks max_latency_us, time_s"):
+        runtime.read_trace(bad)
