@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 
 using namespace dydnn;
 
@@ -87,34 +88,28 @@ int main(int argc, char** argv) try {
   const std::vector<std::array<int, 3>> sizes = {{4, 1, 1}, {4, 2, 19}, {6, 4, 19}};
   for (const auto& [configs, threads, frequencies] : sizes) {
     const auto points = table(configs, threads, frequencies);
-    runtime::Selector selector(points);
-    // A limit that moves every call between 40% and 100% of the slowest point.
+    // A limit that moves every call between 40% and 100% of the slowest point, and
+    // measurements that jitter around the prediction.
     double slowest = 0;
     for (const auto& p : points) slowest = std::max(slowest, p.latency_s);
-    runtime::Constraints limits;
     size_t sink = 0;
-    const auto [median, p99] = time_calls(
-        [&](int64_t k) {
-          limits.max_latency_s = slowest * (0.4 + 0.6 * static_cast<double>(k % 97) / 96.0);
-          const auto d = selector.decide(limits, runtime::Objective::MaxAccuracy, 1e-3 * static_cast<double>(k));
-          selector.observe(d.index, d.predicted_latency_s * (1.0 + 0.05 * static_cast<double>(k % 7 - 3)));
-          sink += d.index;
-        },
-        calls);
-    rows.push_back({"selector (decide + observe)", points.size(), median, p99});
+    const auto time_selector = [&](const char* label, double max_power_w) {
+      runtime::Selector selector(points);
+      runtime::Constraints limits;
+      limits.max_power_w = max_power_w;
+      const auto [median, p99] = time_calls(
+          [&](int64_t k) {
+            limits.max_latency_s = slowest * (0.4 + 0.6 * static_cast<double>(k % 97) / 96.0);
+            const auto d = selector.decide(limits, runtime::Objective::MaxAccuracy, 1e-3 * static_cast<double>(k));
+            selector.observe(d.index, d.predicted_latency_s * (1.0 + 0.05 * static_cast<double>(k % 7 - 3)));
+            sink += d.index;
+          },
+          calls);
+      rows.push_back({label, points.size(), median, p99});
+    };
+    time_selector("selector (decide + observe)", std::numeric_limits<double>::infinity());
     // A power cap that the prefix's best point often breaks: the slow path (a scan).
-    runtime::Selector capped(points);
-    runtime::Constraints capped_limits;
-    capped_limits.max_power_w = 1.0;
-    const auto [cmedian, cp99] = time_calls(
-        [&](int64_t k) {
-          capped_limits.max_latency_s = slowest * (0.4 + 0.6 * static_cast<double>(k % 97) / 96.0);
-          const auto d = capped.decide(capped_limits, runtime::Objective::MaxAccuracy, 1e-3 * static_cast<double>(k));
-          capped.observe(d.index, d.predicted_latency_s * (1.0 + 0.05 * static_cast<double>(k % 7 - 3)));
-          sink += d.index;
-        },
-        calls);
-    rows.push_back({"selector, power-capped (scan)", points.size(), cmedian, cp99});
+    time_selector("selector, power-capped (scan)", 1.0);
     runtime::LadderPolicy ladder(points);
     const auto [lmedian, lp99] = time_calls(
         [&](int64_t k) {
