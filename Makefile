@@ -64,6 +64,8 @@ demo: python
 	@echo; echo "== The C++ deploy example on the model file the demo wrote ($(DEMO_DIR)/model.dydnn)"
 	$(BUILD)/examples/cpp/deploy/dydnn_deploy $(DEMO_DIR)/model.dydnn --config AB --limit 10 --threads 1 \
 	  --images $(FASHION)/t10k-images-idx3-ubyte.gz --labels $(FASHION)/t10k-labels-idx1-ubyte.gz
+	@echo; echo "== The runtime manager on this machine: a stepping latency target and a competing process"
+	$(PY) examples/runtime_demo.py --model $(DEMO_DIR)/model.dydnn $(if $(filter-out 0,$(DYDNN_DEMO_QUICK)),--quick,)
 
 test: python fuzz-replay
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -477,6 +477,8 @@ class SelectorOptions:
     @property
     def ewma_alpha(self) -> float: ...
     @property
+    def feedback_window(self) -> int: ...
+    @property
     def up_margin(self) -> float: ...
     @property
     def down_margin(self) -> float: ...
@@ -487,6 +489,7 @@ class SelectorOptions:
     def __init__(
         self,
         ewma_alpha: float = 0.2,
+        feedback_window: int = 5,
         up_margin: float = 0.1,
         down_margin: float = 0.0,
         min_dwell_s: float = 0.0,

@@ -239,9 +239,9 @@ def serve_trace(manager: Manager, inputs: torch.Tensor, trace: Sequence[dict], d
     """Serves ``inputs`` (normalised, one request per image, cycling) back to back under
     ``manager`` while the targets follow ``trace``; returns the log and per-window results.
 
-    A window (``window_s`` long) meets its target when the median measured latency in it is
-    at most the target; ``met_fraction`` counts only the windows where the table has a
-    feasible point (``feasible``).
+    A window (``window_s`` long) meets its target when the median of its requests' measured
+    latency over the target in force for each is at most 1; ``met_fraction`` counts only the windows where the table had a
+    feasible point for at least half of the decisions (``feasible``).
     """
     import time
 
@@ -288,8 +288,11 @@ def serve_trace(manager: Manager, inputs: torch.Tensor, trace: Sequence[dict], d
 def _window(bucket, t0) -> dict:
     import statistics
 
-    latencies = [latency for _, latency, _ in bucket]
-    target = min(e["max_latency_s"] for _, _, e in bucket)
-    p50 = statistics.median(latencies)
-    return {"start_s": t0, "end_s": bucket[-1][0], "requests": len(bucket), "target_s": target,
-            "p50_latency_s": p50, "met": p50 <= target, "feasible": all(e["feasible"] for _, _, e in bucket)}
+    # Each request is judged against the target in force when it ran, so a window that holds
+    # a step of the target is not charged the old requests against the new target.
+    ratios = [latency / e["max_latency_s"] for _, latency, e in bucket]
+    feasible = sum(e["feasible"] for _, _, e in bucket)
+    return {"start_s": t0, "end_s": bucket[-1][0], "requests": len(bucket), "target_s": bucket[-1][2]["max_latency_s"],
+            "p50_latency_s": statistics.median(latency for _, latency, _ in bucket),
+            "p50_latency_over_target": statistics.median(ratios), "met": statistics.median(ratios) <= 1.0,
+            "feasible": 2 * feasible >= len(bucket)}

@@ -98,12 +98,21 @@ void bind_runtime(py::module_& m) {
       });
 
   py::class_<SelectorOptions>(m, "SelectorOptions")
-      .def(py::init([](double ewma_alpha, double up_margin, double down_margin, double min_dwell_s, double switch_cost) {
-             return SelectorOptions{ewma_alpha, up_margin, down_margin, min_dwell_s, switch_cost};
+      .def(py::init([](double ewma_alpha, int feedback_window, double up_margin, double down_margin,
+                       double min_dwell_s, double switch_cost) {
+             SelectorOptions o;
+             o.ewma_alpha = ewma_alpha;
+             o.feedback_window = feedback_window;
+             o.up_margin = up_margin;
+             o.down_margin = down_margin;
+             o.min_dwell_s = min_dwell_s;
+             o.switch_cost = switch_cost;
+             return o;
            }),
-           py::arg("ewma_alpha") = 0.2, py::arg("up_margin") = 0.1, py::arg("down_margin") = 0.0,
-           py::arg("min_dwell_s") = 0.0, py::arg("switch_cost") = 0.0)
+           py::arg("ewma_alpha") = 0.2, py::arg("feedback_window") = 5, py::arg("up_margin") = 0.1,
+           py::arg("down_margin") = 0.0, py::arg("min_dwell_s") = 0.0, py::arg("switch_cost") = 0.0)
       .def_readwrite("ewma_alpha", &SelectorOptions::ewma_alpha)
+      .def_readwrite("feedback_window", &SelectorOptions::feedback_window)
       .def_readwrite("up_margin", &SelectorOptions::up_margin)
       .def_readwrite("down_margin", &SelectorOptions::down_margin)
       .def_readwrite("min_dwell_s", &SelectorOptions::min_dwell_s)

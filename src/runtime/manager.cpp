@@ -54,7 +54,7 @@ bool matches(const Point& p, const std::map<std::string, double>& state) {
 ModelManager::ModelManager(nn::DynamicNet net, std::vector<Point> points, SelectorOptions options,
                            std::shared_ptr<KnobApplier> knobs, std::shared_ptr<const hw::Clock> clock)
     : net_(std::move(net)), points_(std::move(points)), options_(options), knobs_(std::move(knobs)),
-      clock_(std::move(clock)) {
+      clock_(std::move(clock)), slowdown_(options.ewma_alpha, options.feedback_window) {
   DYDNN_CHECK_VALUE(!net_.is_empty(), "runtime", "ModelManager: no net");
   DYDNN_CHECK_VALUE(knobs_ && clock_, "runtime", "ModelManager: a knob applier and a clock are required");
   for (size_t k = 0; k < points_.size(); ++k)
@@ -98,7 +98,7 @@ Targets ModelManager::targets() const {
 
 double ModelManager::slowdown() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return slowdown_;
+  return slowdown_.value();
 }
 
 bool ModelManager::restrict(const std::map<std::string, double>& state) {
@@ -114,24 +114,24 @@ bool ModelManager::feasible_in(const std::map<std::string, double>& state) const
   if (!r) {
     // Not built yet: check directly (const: no caching).
     for (const auto& p : points_)
-      if (matches(p, state) && p.latency_s * slowdown_ <= targets_.constraints.max_latency_s &&
+      if (matches(p, state) && p.latency_s * slowdown_.value() <= targets_.constraints.max_latency_s &&
           p.accuracy >= targets_.constraints.min_accuracy && !(p.power_w > targets_.constraints.max_power_w))
         return true;
     return false;
   }
-  return r->selector && r->selector->best(targets_.constraints, targets_.objective, slowdown_) >= 0;
+  return r->selector && r->selector->best(targets_.constraints, targets_.objective, slowdown_.value()) >= 0;
 }
 
 size_t ModelManager::decide_locked(double now) {
   Restricted& r = restricted(state_);
-  r.selector->reset_slowdown(slowdown_);
+  r.selector->reset_slowdown(slowdown_.value());
   const Decision d = r.selector->decide(targets_.constraints, targets_.objective, now);
   const size_t index = r.indices[d.index];
   LogEntry e;
   e.time_s = now;
   e.targets = targets_;
   e.measured_latency_s = last_latency_s_;
-  e.slowdown = slowdown_;
+  e.slowdown = slowdown_.value();
   e.point = index;
   e.feasible = d.feasible;
   e.switched = index != decided_ || log_.empty();
@@ -162,7 +162,7 @@ void ModelManager::observe(double measured_latency_s) {
                     "ModelManager::observe: measured latency {} s (valid: finite, > 0)", measured_latency_s);
   std::lock_guard<std::mutex> lock(mutex_);
   const size_t at = applied_ == static_cast<size_t>(-1) ? decided_ : applied_;
-  slowdown_ = (1.0 - options_.ewma_alpha) * slowdown_ + options_.ewma_alpha * measured_latency_s / points_[at].latency_s;
+  slowdown_.update(measured_latency_s / points_[at].latency_s);
   last_latency_s_ = measured_latency_s;
 }
 

@@ -38,8 +38,32 @@ const char* to_string(Reason reason) {
   return "?";
 }
 
+SlowdownFilter::SlowdownFilter(double alpha, int window) : alpha_(alpha), window_(window) {
+  DYDNN_CHECK_VALUE(alpha > 0 && alpha <= 1, "runtime", "ewma_alpha {} (valid: (0, 1])", alpha);
+  DYDNN_CHECK_VALUE(window >= 1 && window <= 32, "runtime", "feedback_window {} (valid: 1..32)", window);
+}
+
+double SlowdownFilter::update(double ratio) {
+  recent_[next_] = ratio;
+  next_ = (next_ + 1) % window_;
+  count_ = std::min(count_ + 1, window_);
+  // Until half the window is in, a lone outlier would be the median: wait for company.
+  if (count_ < (window_ + 1) / 2) return value_;
+  double sorted[32];
+  std::copy(recent_, recent_ + count_, sorted);
+  const int middle = (count_ - 1) / 2;  // the lower median: an even count never picks the outlier
+  std::nth_element(sorted, sorted + middle, sorted + count_);
+  value_ = (1.0 - alpha_) * value_ + alpha_ * sorted[middle];
+  return value_;
+}
+
+void SlowdownFilter::reset(double value) {
+  value_ = value;
+  count_ = next_ = 0;
+}
+
 Selector::Selector(std::vector<Point> points, SelectorOptions options)
-    : points_(std::move(points)), options_(options) {
+    : points_(std::move(points)), options_(options), slowdown_(options.ewma_alpha, options.feedback_window) {
   DYDNN_CHECK_VALUE(!points_.empty(), "runtime", "Selector: the table of operating points is empty");
   for (size_t k = 0; k < points_.size(); ++k) {
     const auto& p = points_[k];
@@ -117,7 +141,7 @@ int Selector::best(const Constraints& constraints, Objective objective, double s
 }
 
 Decision Selector::decide(const Constraints& constraints, Objective objective, double now_s) {
-  const double s = slowdown_;
+  const double s = slowdown_.value();
   Decision d;
   const auto finish = [&](size_t index, bool feasible, Reason reason) {
     d.index = index;
@@ -164,13 +188,12 @@ void Selector::observe(size_t index, double measured_latency_s) {
                     index, points_.size() - 1);
   DYDNN_CHECK_VALUE(std::isfinite(measured_latency_s) && measured_latency_s > 0, "runtime",
                     "Selector::observe: measured latency {} s (valid: finite, > 0)", measured_latency_s);
-  const double ratio = measured_latency_s / points_[index].latency_s;
-  slowdown_ = (1.0 - options_.ewma_alpha) * slowdown_ + options_.ewma_alpha * ratio;
+  slowdown_.update(measured_latency_s / points_[index].latency_s);
 }
 
 void Selector::reset_slowdown(double value) {
   DYDNN_CHECK_VALUE(std::isfinite(value) && value > 0, "runtime", "Selector: slowdown {} (valid: finite, > 0)", value);
-  slowdown_ = value;
+  slowdown_.reset(value);
 }
 
 std::vector<size_t> pareto_front(const std::vector<Point>& points) {

@@ -129,7 +129,7 @@ class ModelManager {
   Targets targets_;
   std::map<std::map<std::string, double>, Restricted> by_state_;
   std::map<std::string, double> state_;
-  double slowdown_ = 1.0;
+  SlowdownFilter slowdown_;
   double last_latency_s_ = 0;
   size_t decided_ = 0, applied_ = static_cast<size_t>(-1);
   std::string knob_status_;

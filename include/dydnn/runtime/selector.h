@@ -83,8 +83,12 @@ struct Decision {
 
 /// Tuning of feedback and stability.
 struct SelectorOptions {
-  /// Weight of the newest measured / predicted ratio in the slowdown EWMA (0..1].
+  /// Weight of the newest filtered measured / predicted ratio in the slowdown EWMA (0..1].
   double ewma_alpha = 0.2;
+  /// The EWMA is fed the median of the last `feedback_window` ratios (1..32), so a single
+  /// preempted inference (a scheduler time slice: 4 ms against 0.1 ms) does not move the
+  /// choice, while a lasting change does within a few inferences.
+  int feedback_window = 5;
   /// A point slower than the current one is chosen only if it fits with this fraction
   /// of the latency limit to spare.
   double up_margin = 0.10;
@@ -97,6 +101,25 @@ struct SelectorOptions {
   /// A new point must beat the current one by more than this: accuracy points (0..1)
   /// for `MaxAccuracy`, a relative energy saving for `MinEnergy`.
   double switch_cost = 0.0;
+};
+
+/// The slowdown estimate: an EWMA of the median of the last few measured / predicted
+/// latency ratios (see `SelectorOptions`). Allocation-free.
+class SlowdownFilter {
+ public:
+  explicit SlowdownFilter(double alpha = 0.2, int window = 5);
+  /// Adds one ratio (> 0, finite) and returns the new estimate.
+  double update(double ratio);
+  double value() const { return value_; }
+  /// Sets the estimate and forgets the recent ratios.
+  void reset(double value = 1.0);
+
+ private:
+  double alpha_;
+  int window_;
+  double value_ = 1.0;
+  double recent_[32] = {};
+  int count_ = 0, next_ = 0;
 };
 
 /// Picks points from a fixed table. Not thread-safe: one selector per decision loop.
@@ -121,8 +144,8 @@ class Selector {
   Decision decide(const Constraints& constraints, Objective objective, double now_s);
   /// Feeds back one inference's measured latency at point `index`.
   void observe(size_t index, double measured_latency_s);
-  /// The current slowdown (EWMA of measured / predicted latency; 1 at start).
-  double slowdown() const { return slowdown_; }
+  /// The current slowdown (filtered measured / predicted latency; 1 at start).
+  double slowdown() const { return slowdown_.value(); }
   /// Sets the slowdown (e.g. after a hardware change the table already accounts for).
   void reset_slowdown(double value = 1.0);
   const std::vector<Point>& points() const { return points_; }
@@ -153,7 +176,7 @@ class Selector {
   std::vector<size_t> prefix_best_[2];
   SelectorOptions options_;
   size_t fastest_ = 0;
-  double slowdown_ = 1.0;
+  SlowdownFilter slowdown_;
   int current_ = -1;
   double last_switch_s_ = -std::numeric_limits<double>::infinity();
 };

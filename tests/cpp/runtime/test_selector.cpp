@@ -137,6 +137,22 @@ TEST_CASE("stability: margins, dwell time and switch cost prevent oscillation", 
   }
 }
 
+TEST_CASE("a single preempted inference does not move the choice; a lasting slowdown does", "[runtime][selector]") {
+  SelectorOptions o;
+  o.ewma_alpha = 0.5;
+  o.up_margin = 0;
+  Selector s(widths(), o);
+  CHECK(s.decide(latency(4.5), Objective::MaxAccuracy, 0).index == 3);
+  s.observe(3, 40e-3);  // one 10x outlier (a scheduler time slice)
+  for (int k = 0; k < 3; ++k) s.observe(3, 4e-3);
+  CHECK(s.slowdown() == Approx(1.0));
+  CHECK(s.decide(latency(4.5), Objective::MaxAccuracy, 1).index == 3);
+  for (int k = 0; k < 5; ++k) s.observe(3, 6e-3);  // a lasting 1.5x
+  CHECK(s.slowdown() > 1.4);
+  CHECK(s.decide(latency(4.5), Objective::MaxAccuracy, 2).index == 2);
+  CHECK_THROWS_WITH(SlowdownFilter(0.2, 0), Catch::Contains("feedback_window 0 (valid: 1..32)"));
+}
+
 TEST_CASE("the Pareto front over latency, energy and accuracy", "[runtime][selector]") {
   auto points = widths();
   points.push_back(point(0b11, 2.5, 0.84, 1.3));  // slower, costlier and less accurate than c11
