@@ -136,6 +136,7 @@ def main(argv=None) -> int:
 
     manager.write_log(out / "runtime_log.csv")
     runtime.plot_run(result["log"], out / "runtime_run.png", windows=windows,
+                     shade=[(competitor[0], competitor[1], "competing process")],
                      title="Runtime manager: latency target steps, a competing process from "
                            f"{competitor[0]:.0f} s to {competitor[1]:.0f} s")
     summary = {"requests": result["requests"], "switches": result["switches"], "mean_accuracy": result["mean_accuracy"],

@@ -169,9 +169,11 @@ def plot_pareto(table: Union[Table, Sequence[Point]], path: Union[str, Path], ti
 
 
 def plot_run(log: Sequence[dict], path: Union[str, Path], title: str = "Runtime manager",
-             windows: Optional[Sequence[dict]] = None) -> None:
+             windows: Optional[Sequence[dict]] = None, shade: Sequence[tuple] = ()) -> None:
     """A run over time: measured latency against the target, the config, the threads and
-    the accuracy of the chosen point (one panel each)."""
+    the accuracy of the chosen point (one panel each). ``shade`` marks intervals
+    ``(start_s, end_s, label)`` relative to the run's start (e.g. a competing process).
+    The latency axis stops at 3x the largest target; the outliers above are counted."""
     plt = _pyplot()
     if not log:
         raise ValueError("[dydnn.runtime] plot_run: the log is empty")
@@ -184,6 +186,16 @@ def plot_run(log: Sequence[dict], path: Union[str, Path], title: str = "Runtime 
     if windows:
         axes[0].plot([w["end_s"] - t0 for w in windows], [1e6 * w["p50_latency_s"] for w in windows], "-",
                      color="tab:green", label="window median")
+    top = 3e6 * max(e["max_latency_s"] for e in log if math.isfinite(e["max_latency_s"])) if any(
+        math.isfinite(e["max_latency_s"]) for e in log) else None
+    if top:
+        above = sum(1e6 * e["measured_latency_s"] > top for e in log)
+        axes[0].set_ylim(0, top)
+        axes[0].text(0.01, 0.95, f"{above} of {len(log)} above the axis (preempted)", transform=axes[0].transAxes,
+                     fontsize=8, va="top")
+    for start, end, label in shade:
+        for ax in axes:
+            ax.axvspan(start, end, color="tab:gray", alpha=0.15, label=label if ax is axes[0] else None)
     axes[0].set_ylabel("latency (us)")
     axes[0].legend(loc="upper right", fontsize=8)
     axes[1].step(t, [configs.index(e["config"]) for e in log], where="post")
