@@ -229,7 +229,11 @@ Platform Platform::load(const std::string& path) {
 
 std::string Platform::builtin_dir() {
   const char* env = std::getenv("DYDNN_PLATFORM_DIR");
-  return env != nullptr && *env != '\0' ? std::string(env) : std::string(DYDNN_PLATFORM_DIR);
+  if (env != nullptr && *env != '\0') return env;
+  // The source tree when built in it; the installed copy once installed elsewhere.
+  std::error_code ec;
+  if (std::filesystem::is_directory(DYDNN_PLATFORM_DIR, ec)) return DYDNN_PLATFORM_DIR;
+  return DYDNN_PLATFORM_INSTALL_DIR;
 }
 
 std::vector<std::string> Platform::builtin_names() {
