@@ -34,6 +34,27 @@ long trailing_number(const std::string& name);
 std::vector<std::string> sorted_numerically(std::vector<std::string> names);
 
 /// One power rail: either one file holding power, or a voltage and a current file.
+/// Energy from power samples at the times they were taken: the trapezoid rule, or
+/// holding each sample until the next (for a power that changes in steps).
+class PowerIntegrator {
+ public:
+  /// Adds a sample; returns the energy (J) since the first one.
+  double add(double time_s, double watts, bool hold = false) {
+    if (started_) {
+      const double dt = time_s - last_time_s_;
+      energy_j_ += hold ? last_watts_ * dt : 0.5 * (last_watts_ + watts) * dt;
+    }
+    started_ = true;
+    last_watts_ = watts;
+    last_time_s_ = time_s;
+    return energy_j_;
+  }
+
+ private:
+  bool started_ = false;
+  double energy_j_ = 0, last_watts_ = 0, last_time_s_ = 0;
+};
+
 struct PowerRail {
   std::string label;
   std::string power_path;  ///< empty when the rail is read as V x I

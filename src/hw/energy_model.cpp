@@ -1,5 +1,7 @@
 // The model-based meter: integrates a power function (a simulator's or a platform model's
 // watts) over a clock, labelled as modelled.
+#include "energy_internal.h"
+
 #include <dydnn/errors.h>
 #include <dydnn/hw/energy.h>
 
@@ -45,16 +47,8 @@ class ModelMeter : public EnergyMeter {
       out.error = source() + ": the power function returned " + std::to_string(watts) + " W (valid: finite, >= 0)";
       return out;
     }
-    if (started_) {
-      const double dt = out.time_s - last_time_s_;
-      energy_j_ += options_.integration == PowerIntegration::Hold ? last_power_w_ * dt
-                                                                 : 0.5 * (last_power_w_ + watts) * dt;
-    }
-    started_ = true;
-    last_power_w_ = watts;
-    last_time_s_ = out.time_s;
     out.ok = true;
-    out.energy_j = energy_j_;
+    out.energy_j = energy_.add(out.time_s, watts, options_.integration == PowerIntegration::Hold);
     out.power_w = watts;
     return out;
   }
@@ -63,8 +57,7 @@ class ModelMeter : public EnergyMeter {
   const Clock* clock_;
   std::function<double()> power_w_;
   ModelMeterOptions options_;
-  bool started_ = false;
-  double energy_j_ = 0, last_power_w_ = 0, last_time_s_ = 0;
+  energy_detail::PowerIntegrator energy_;
 };
 
 }  // namespace

@@ -70,12 +70,8 @@ class RailMeter : public EnergyMeter {
       if (!read_rail(rail, watts, out.error)) return out;
       total_w += watts;
     }
-    if (started_) energy_j_ += 0.5 * (last_power_w_ + total_w) * (out.time_s - last_time_s_);
-    started_ = true;
-    last_power_w_ = total_w;
-    last_time_s_ = out.time_s;
     out.ok = true;
-    out.energy_j = energy_j_;
+    out.energy_j = energy_.add(out.time_s, total_w);
     out.power_w = total_w;
     return out;
   }
@@ -99,8 +95,7 @@ class RailMeter : public EnergyMeter {
   const Clock* clock_;
   std::vector<PowerRail> rails_;
   RailMeterInfo info_;
-  bool started_ = false;
-  double energy_j_ = 0, last_power_w_ = 0, last_time_s_ = 0;
+  PowerIntegrator energy_;
 };
 
 }  // namespace
