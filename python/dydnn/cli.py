@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="core sets to pin to, e.g. 0/0,1 (default: no pinning)")
     pr.add_argument("--repetitions", type=_positive, default=200, metavar="R", help="timed calls (default: 200)")
     pr.add_argument("--warmup", type=_count, default=20, metavar="W", help="untimed calls first (default: 20)")
+    pr.add_argument("--energy", choices=("auto", "none"), default="auto",
+                    help="measure energy with this machine's meter (RAPL, INA3221, INA231, hwmon) when one is "
+                         "found (default: auto)")
     pr.add_argument("-o", "--output", metavar="OUT", help="write the profiled model here (default: MODEL itself)")
     pr.add_argument("--plot", metavar="FIG", help="also draw top-1 against latency with the Pareto front")
     _data_arguments(pr, train=False)
@@ -654,8 +657,16 @@ def _cmd_profile(args) -> int:
     artifact = _load_model(args.model)
     cores = [[int(c) for c in part.split(",")] for part in args.cores.split("/")] if args.cores else []
     images, labels = _test_images(args)
+    energy = None
+    if args.energy == "auto":
+        meter, tried = _runtime.detect_energy_meter()
+        if meter is None:
+            print("no energy meter on this machine (" + "; ".join(tried) + "): profiling latency and accuracy only")
+        else:
+            print(f"energy from {meter.source} ({meter.coverage})")
+            energy = "auto"
     table = _runtime.profile(artifact, images, labels, threads=args.threads, core_sets=cores, warmup=args.warmup,
-                             repetitions=args.repetitions, progress=sys.stderr.isatty())
+                             repetitions=args.repetitions, energy=energy, progress=sys.stderr.isatty())
     print(f"{'config':<8}{'knobs':<24}{'p50 us':>9}{'p95 us':>9}{'top-1':>9}")
     for row in table:
         knobs = ",".join(f"{k}={v:g}" for k, v in sorted(row["knobs"].items()))

@@ -27,6 +27,7 @@ from .io import Artifact
 from .nn import DynamicNet
 
 __all__ = ["Point", "Selector", "SelectorOptions", "LadderPolicy", "Manager", "profile", "to_points",
+           "detect_energy_meter",
            "pareto_front", "plot_pareto", "plot_run", "read_trace", "serve_trace", "allowed_cpus", "pin_process"]
 
 Table = List[dict]
@@ -40,27 +41,53 @@ def _net_and_norm(model):
     raise TypeError(f"[dydnn.runtime] expected a dydnn.io.Artifact or a dydnn.nn.DynamicNet, got {type(model).__name__}")
 
 
+def detect_energy_meter(root: str = "/"):
+    """This machine's energy meter (RAPL, Jetson INA3221, Odroid INA231, hwmon, tried in that
+    order) and the list of what was tried and why each was rejected: ``(meter or None, tried)``.
+    ``meter.energy_j()`` is cumulative joules; ``meter.source`` names it."""
+    return _C.detect_energy_meter(root)
+
+
 def profile(model: Union[Artifact, DynamicNet], images: torch.Tensor, labels: torch.Tensor, *,
             threads: Sequence[int] = (1,), core_sets: Sequence[Sequence[int]] = (), warmup: int = 20,
-            repetitions: int = 200, energy: Optional[Callable[[], float]] = None, energy_source: str = "",
+            repetitions: int = 200, energy: Union[None, str, Callable[[], float]] = None, energy_source: str = "",
             normalization=None, progress: bool = True) -> Table:
     """Measures every config under each thread count and core set (the knobs of this machine).
 
     ``images`` (uint8 or already normalised float, ``[N, C, H, W]``) and ``labels`` give each
     config's top-1; latency is timed at batch 1 (median and p95). ``energy`` is a callable
-    returning cumulative joules (a meter); without it power and energy stay unknown. With an
-    :class:`~dydnn.io.Artifact` the table is also stored in ``model.operating_points``
-    (save the artifact to keep it). Returns the table: dicts with ``config``, ``knobs`` and
+    returning cumulative joules, or ``"auto"`` for :func:`detect_energy_meter` (when no meter
+    is found, the table has no energy and a warning says what was tried); without it power
+    and energy stay unknown. With an :class:`~dydnn.io.Artifact` the table is also stored in
+    ``model.operating_points`` and the energy source in ``metadata["extra"]["energy_source"]``
+    (save the artifact to keep them). Returns the table: dicts with ``config``, ``knobs`` and
     ``metrics`` (``latency_p50_us``, ``latency_p95_us``, ``top1``, and ``energy_mj``,
     ``power_w`` with a meter).
     """
     net, norm = _net_and_norm(model)
     if normalization is not None:
         norm = normalization
+    if energy == "auto":
+        meter, tried = detect_energy_meter()
+        if meter is None:
+            import warnings
+            warnings.warn("[dydnn.runtime] no energy meter on this machine; profiling without energy. Tried: "
+                          + "; ".join(tried), stacklevel=2)
+            energy = None
+        else:
+            energy, energy_source = meter.energy_j, energy_source or meter.source
+    elif isinstance(energy, str):
+        raise ValueError(f"[dydnn.runtime] energy={energy!r} (valid: None, 'auto' or a callable returning joules)")
     table = _C.profile_net(net._impl, images, labels, norm, list(threads), [list(c) for c in core_sets], warmup,
                            repetitions, energy, energy_source, progress)
     if isinstance(model, Artifact):
         model.operating_points = table
+        extra = dict(model.metadata.get("extra") or {})
+        if energy is not None:
+            extra["energy_source"] = energy_source or "caller-supplied reader"
+        else:
+            extra.pop("energy_source", None)
+        model.metadata["extra"] = extra
     return table
 
 

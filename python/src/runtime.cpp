@@ -3,6 +3,7 @@
 // so Python and a C++ deployment choose identically.
 #include "bindings.h"
 
+#include <dydnn/hw/energy.h>
 #include <dydnn/runtime/ladder.h>
 #include <dydnn/runtime/manager.h>
 #include <dydnn/runtime/profiler.h>
@@ -184,6 +185,40 @@ void bind_runtime(py::module_& m) {
       py::arg("threads") = std::vector<int>{1}, py::arg("core_sets") = std::vector<std::vector<int>>{},
       py::arg("warmup") = 20, py::arg("repetitions") = 200, py::arg("energy") = nullptr,
       py::arg("energy_source") = "", py::arg("progress") = true);
+
+  // The machine's energy meter, found the way the C++ runtime finds it.
+  struct Meter {
+    std::shared_ptr<hw::SteadyClock> clock = std::make_shared<hw::SteadyClock>();
+    std::unique_ptr<hw::EnergyMeter> meter;
+    std::vector<std::string> tried;
+  };
+  py::class_<Meter, std::shared_ptr<Meter>>(m, "EnergyMeter", "An energy meter of this machine (see detect_energy_meter).")
+      .def_property_readonly("source", [](const Meter& e) { return e.meter->source(); })
+      .def_property_readonly("coverage", [](const Meter& e) { return e.meter->coverage(); })
+      .def_property_readonly("is_model", [](const Meter& e) { return e.meter->is_model(); })
+      .def_property_readonly("exclusive", [](const Meter& e) { return e.meter->exclusive(); })
+      .def_property_readonly("refresh_interval_s", [](const Meter& e) { return e.meter->refresh_interval_s(); })
+      .def_property_readonly("tried", [](const Meter& e) { return e.tried; })
+      .def(
+          "energy_j",
+          [](Meter& e) {
+            const auto r = e.meter->read();
+            return r.ok ? r.energy_j : std::numeric_limits<double>::quiet_NaN();
+          },
+          "Cumulative joules since the meter was opened (NaN when the reading failed).");
+  m.def(
+      "detect_energy_meter",
+      [](const std::string& root) -> py::object {
+        auto e = std::make_shared<Meter>();
+        auto found = hw::detect_energy_meter(std::make_shared<hw::RealSysFs>(root), *e->clock,
+                                             std::unique_ptr<hw::EnergyMeter>());
+        if (!found.meter) return py::make_tuple(py::none(), found.tried);
+        e->meter = std::move(found.meter);
+        e->tried = found.tried;
+        return py::make_tuple(py::cast(e), found.tried);
+      },
+      py::arg("root") = "/",
+      "(meter or None, what was tried): RAPL, Jetson INA3221, Odroid INA231, hwmon, in that order.");
 
   m.def("allowed_cpus", &allowed_cpus);
   m.def("pin_process", &pin_process, py::arg("cpus"));

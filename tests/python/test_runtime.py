@@ -112,3 +112,30 @@ def test_trace_and_serving(model, tmp_path):
     bad.write_text("t,latency\n")
     with pytest.raises(ValueError, match="lacks max_latency_us, time_s"):
         runtime.read_trace(bad)
+
+
+def test_energy_meter_detection_on_a_fake_rapl_tree(tmp_path):
+    zone = tmp_path / "sys/class/powercap/intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    (zone / "energy_uj").write_text("1000000\n")
+    meter, tried = runtime.detect_energy_meter(str(tmp_path))
+    assert meter is not None and meter.source == "rapl:package-0" and not meter.is_model
+    assert tried[-1] == "rapl: using rapl:package-0"
+    start = meter.energy_j()
+    (zone / "energy_uj").write_text("3500000\n")
+    assert meter.energy_j() - start == pytest.approx(2.5)
+    none, reasons = runtime.detect_energy_meter(str(tmp_path / "empty"))
+    assert none is None and any(r.startswith("rapl:") for r in reasons)
+
+
+def test_profile_auto_energy_without_a_meter_warns_and_records_nothing(model, monkeypatch):
+    art, images, labels = model
+    monkeypatch.setattr(runtime, "detect_energy_meter", lambda root="/": (None, ["rapl: none here"]))
+    with pytest.warns(UserWarning, match="no energy meter on this machine.*rapl: none here"):
+        table = runtime.profile(art, images, labels, warmup=0, repetitions=2, energy="auto", progress=False)
+    assert all("energy_mj" not in row["metrics"] for row in table)
+    assert "energy_source" not in art.metadata.get("extra", {})
+    with pytest.raises(ValueError, match="energy='yes'"):
+        runtime.profile(art, images, labels, energy="yes")
