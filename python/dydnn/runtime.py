@@ -27,7 +27,7 @@ from .io import Artifact
 from .nn import DynamicNet
 
 __all__ = ["Point", "Selector", "SelectorOptions", "LadderPolicy", "Manager", "profile", "to_points",
-           "detect_energy_meter",
+           "detect_energy_meter", "SystemManager",
            "pareto_front", "plot_pareto", "plot_run", "read_trace", "serve_trace", "allowed_cpus", "pin_process"]
 
 Table = List[dict]
@@ -157,6 +157,30 @@ class Manager:
     def write_log(self, path: Union[str, Path]) -> None:
         """The decision log as CSV."""
         Path(path).write_text(self._cpp.log_csv())
+
+
+class SystemManager:
+    """Several :class:`Manager`s sharing knobs of this process (``"threads"``, ``"cores"``):
+    ``decide()`` picks the cheapest shared state in which every model has a feasible point,
+    applies it, and lets each model re-pick its config there (C++ ``SystemManager``)."""
+
+    def __init__(self, shared_knobs: Sequence[str], models: Iterable[Manager] = ()):
+        self._cpp = _C.SystemManager(list(shared_knobs))
+        self.models: List[Manager] = []
+        for m in models:
+            self.add(m)
+
+    def add(self, model: Manager) -> None:
+        self._cpp.add(model._cpp)
+        self.models.append(model)
+
+    def decide(self) -> Dict[str, float]:
+        """The shared state chosen for the models' current targets (applied)."""
+        return self._cpp.decide()
+
+    def states(self) -> List[Dict[str, float]]:
+        """Every shared state in all registered tables, cheapest first."""
+        return self._cpp.states()
 
 
 def _pyplot():

@@ -261,6 +261,16 @@ void bind_runtime(py::module_& m) {
            })
       .def("log_csv", &ModelManager::log_csv)
       .def("clear_log", &ModelManager::clear_log);
+
+  py::class_<SystemManager>(m, "SystemManager")
+      .def(py::init([](std::vector<std::string> shared_knobs) {
+             return std::make_unique<SystemManager>(std::move(shared_knobs), std::make_shared<LocalKnobs>());
+           }),
+           py::arg("shared_knobs"))
+      .def("add", &SystemManager::add, py::arg("model"), py::keep_alive<1, 2>())
+      .def("decide", &SystemManager::decide)
+      .def("states", &SystemManager::states)
+      .def_property_readonly("state", &SystemManager::state);
 }
 
 }  // namespace python

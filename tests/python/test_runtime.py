@@ -139,3 +139,23 @@ def test_profile_auto_energy_without_a_meter_warns_and_records_nothing(model, mo
     assert "energy_source" not in art.metadata.get("extra", {})
     with pytest.raises(ValueError, match="energy='yes'"):
         runtime.profile(art, images, labels, energy="yes")
+
+
+def test_system_manager_from_python(model):
+    art, _, _ = model
+    def table(scale):
+        return [{"config": c.name, "knobs": {"threads": t},
+                 "metrics": {"latency_p50_us": scale * 100.0 * (k + 1) / t, "top1": 0.5 + 0.1 * k}}
+                for k, c in enumerate(art.net.configs) for t in (1, 2)]
+    m1 = runtime.Manager(art.net, table(1.0), runtime.SelectorOptions(up_margin=0.0))
+    m2 = runtime.Manager(dydnn.nn.DynamicNet(tiny_spec()), table(2.0), runtime.SelectorOptions(up_margin=0.0))
+    system = runtime.SystemManager(["threads"], [m1, m2])
+    assert system.states() == [{"threads": 1.0}, {"threads": 2.0}]
+    threads = torch.get_num_threads()
+    m1.set_targets(max_latency_s=1.0)
+    m2.set_targets(max_latency_s=150e-6)  # m2 needs 2 threads (A: 200 us / 2)
+    assert system.decide() == {"threads": 2.0}
+    assert torch.get_num_threads() == 2
+    m2.set_targets(max_latency_s=1.0)
+    assert system.decide() == {"threads": 1.0}
+    torch.set_num_threads(threads)
