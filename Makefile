@@ -93,7 +93,7 @@ fuzz: fuzz-build
 
 bench: python
 	$(BUILD)/benchmarks/bench_dynamic_net --out $(BUILD)/bench --docs docs/kernels.md $(BENCH_ARGS)
-	$(BUILD)/benchmarks/bench_selector --out $(BUILD)/bench
+	$(BUILD)/benchmarks/bench_selector --out $(BUILD)/bench --docs docs/selector_benchmark.md
 	$(BUILD)/benchmarks/bench_governors --out $(BUILD)/bench --docs docs/governors_benchmark.md
 	$(PY) benchmarks/bench_training.py --out $(BUILD)/bench --docs docs/training_benchmark.md
 	$(PY) benchmarks/bench_export.py --out $(BUILD)/bench --docs docs/export_benchmark.md

@@ -532,7 +532,6 @@ def profile_net(
     warmup: int = 20,
     repetitions: int = 200,
     energy: Optional[Callable[[], float]] = None,
-    energy_source: str = "",
     progress: bool = True,
 ) -> List[Dict[str, Any]]: ...
 class EnergyMeter:

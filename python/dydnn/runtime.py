@@ -79,7 +79,7 @@ def profile(model: Union[Artifact, DynamicNet], images: torch.Tensor, labels: to
     elif isinstance(energy, str):
         raise ValueError(f"[dydnn.runtime] energy={energy!r} (valid: None, 'auto' or a callable returning joules)")
     table = _C.profile_net(net._impl, images, labels, norm, list(threads), [list(c) for c in core_sets], warmup,
-                           repetitions, energy, energy_source, progress)
+                           repetitions, energy, progress)
     if isinstance(model, Artifact):
         model.operating_points = table
         extra = dict(model.metadata.get("extra") or {})

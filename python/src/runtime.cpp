@@ -150,8 +150,7 @@ void bind_runtime(py::module_& m) {
       "profile_net",
       [](const std::shared_ptr<nn::DynamicNetImpl>& net, const torch::Tensor& images, const torch::Tensor& labels,
          const data::Normalization& norm, std::vector<int> threads, std::vector<std::vector<int>> core_sets,
-         int64_t warmup, int64_t repetitions, std::function<double()> energy, std::string energy_source,
-         bool progress) {
+         int64_t warmup, int64_t repetitions, std::function<double()> energy, bool progress) {
         ProfileOptions o;
         o.threads = std::move(threads);
         o.core_sets = std::move(core_sets);
@@ -164,7 +163,6 @@ void bind_runtime(py::module_& m) {
             return energy();
           };
         }
-        o.energy_source = std::move(energy_source);
         o.progress = progress;
         std::vector<io::OperatingPoint> table;
         {
@@ -184,7 +182,7 @@ void bind_runtime(py::module_& m) {
       py::arg("net"), py::arg("images"), py::arg("labels"), py::arg("normalization"),
       py::arg("threads") = std::vector<int>{1}, py::arg("core_sets") = std::vector<std::vector<int>>{},
       py::arg("warmup") = 20, py::arg("repetitions") = 200, py::arg("energy") = nullptr,
-      py::arg("energy_source") = "", py::arg("progress") = true);
+      py::arg("progress") = true);
 
   // The machine's energy meter, found the way the C++ runtime finds it.
   struct Meter {

@@ -24,6 +24,12 @@ uint64_t snap_up(const std::vector<uint64_t>& table, uint64_t hz) {
   return it == table.end() ? table.back() : *it;
 }
 
+uint64_t snap_down(const std::vector<uint64_t>& table, uint64_t hz) {
+  if (table.empty()) return hz;
+  const auto it = std::upper_bound(table.begin(), table.end(), hz);
+  return it == table.begin() ? table.front() : *(it - 1);
+}
+
 int DvfsBackend::find(const std::string& name) const {
   const auto& d = domains();
   for (size_t k = 0; k < d.size(); ++k)

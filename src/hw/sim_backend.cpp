@@ -12,12 +12,6 @@ namespace {
 
 constexpr const char* kInitialGovernor = "performance";
 
-/// The highest entry <= hz, or the lowest entry when none is (cpufreq resolves a max limit so).
-uint64_t snap_down(const std::vector<uint64_t>& table, uint64_t hz) {
-  auto it = std::upper_bound(table.begin(), table.end(), hz);
-  return it == table.begin() ? table.front() : *(it - 1);
-}
-
 }  // namespace
 
 SimBackend::SimBackend(Platform platform, std::shared_ptr<VirtualClock> clock)

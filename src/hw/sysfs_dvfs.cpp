@@ -125,13 +125,6 @@ std::string io_failure(const std::string& path, const std::string& action, const
 
 std::string write_action(const std::string& text) { return fmt::format("write '{}'", text); }
 
-// The highest entry <= hz; the lowest entry when none is; hz itself for a continuous range.
-uint64_t snap_down(const std::vector<uint64_t>& table, uint64_t hz) {
-  if (table.empty()) return hz;
-  const auto it = std::upper_bound(table.begin(), table.end(), hz);
-  return it == table.begin() ? table.front() : *(it - 1);
-}
-
 std::optional<int> policy_number(const std::string& name) {
   static const std::string prefix = "policy";
   if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return std::nullopt;

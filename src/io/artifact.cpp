@@ -422,13 +422,14 @@ void load_tensors(nn::DynamicNet& net, const std::vector<TensorRecord>& records,
   };
   std::unordered_map<std::string, const TensorRecord*> by_name;
   for (const auto& r : records) by_name[r.name] = &r;
-  // A net saved in another floating dtype (float64 after `.double()`) is converted first.
-  for (const auto& item : net->named_parameters(true)) {
-    const auto it = by_name.find(item.key());
-    if (it != by_name.end() && it->second->dtype->dtype != item.value().scalar_type() &&
+  // A net saved in another floating dtype (float64 after `.double()`) is converted first;
+  // the first parameter tells which.
+  const auto parameters = net->named_parameters(true);
+  if (parameters.size() > 0) {
+    const auto it = by_name.find(parameters[0].key());
+    if (it != by_name.end() && it->second->dtype->dtype != parameters[0].value().scalar_type() &&
         c10::isFloatingType(it->second->dtype->dtype))
       net->to(it->second->dtype->dtype);
-    break;
   }
   const auto state = named_state(net);
   torch::NoGradGuard no_grad;

@@ -23,6 +23,10 @@ LadderPolicy::LadderPolicy(const std::vector<Point>& points, LadderOptions optio
 }
 
 size_t LadderPolicy::decide(double target_latency_s, double min_accuracy, double now_s) {
+  DYDNN_CHECK_VALUE(target_latency_s > 0, "runtime", "LadderPolicy::decide: target latency {} s (valid: > 0)",
+                    target_latency_s);
+  DYDNN_CHECK_VALUE(min_accuracy >= 0 && min_accuracy <= 1, "runtime",
+                    "LadderPolicy::decide: min_accuracy {} (valid: 0..1)", min_accuracy);
   const bool full = recent_.size() >= options_.window;
   const double average = recent_.empty() ? 0.0 : sum_ / static_cast<double>(recent_.size());
   const auto move = [&](size_t to) {

@@ -81,12 +81,8 @@ ModelManager::Restricted& ModelManager::restricted(const std::map<std::string, d
   return by_state_.emplace(state, std::move(r)).first->second;
 }
 
-const ModelManager::Restricted* ModelManager::find_restricted(const std::map<std::string, double>& state) const {
-  const auto it = by_state_.find(state);
-  return it == by_state_.end() ? nullptr : &it->second;
-}
-
 void ModelManager::set_targets(const Targets& targets) {
+  check_constraints(targets.constraints);
   std::lock_guard<std::mutex> lock(mutex_);
   targets_ = targets;
 }
@@ -108,18 +104,16 @@ bool ModelManager::restrict(const std::map<std::string, double>& state) {
   return any;
 }
 
-bool ModelManager::feasible_in(const std::map<std::string, double>& state) const {
+bool ModelManager::feasible_in(const std::map<std::string, double>& state) {
   std::lock_guard<std::mutex> lock(mutex_);
-  const Restricted* r = find_restricted(state);
-  if (!r) {
-    // Not built yet: check directly (const: no caching).
-    for (const auto& p : points_)
-      if (matches(p, state) && p.latency_s * slowdown_.value() <= targets_.constraints.max_latency_s &&
-          p.accuracy >= targets_.constraints.min_accuracy && !(p.power_w > targets_.constraints.max_power_w))
-        return true;
-    return false;
-  }
-  return r->selector && r->selector->best(targets_.constraints, targets_.objective, slowdown_.value()) >= 0;
+  const Restricted& r = restricted(state);
+  return r.selector && r.selector->best(targets_.constraints, targets_.objective, slowdown_.value()) >= 0;
+}
+
+std::optional<LogEntry> ModelManager::last_decision() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (log_.empty()) return std::nullopt;
+  return log_.back();
 }
 
 size_t ModelManager::decide_locked(double now) {
@@ -288,10 +282,7 @@ std::map<std::string, double> SystemManager::decide() {
   std::map<std::string, double> chosen = candidates.back();  // the most capable, if none suits all
   for (const auto& s : candidates) {
     bool all = true;
-    for (ModelManager* m : models_) {
-      m->restrict(s);  // builds the state's selector, so the check below is exact
-      all = all && m->feasible_in(s);
-    }
+    for (ModelManager* m : models_) all = all && m->feasible_in(s);
     if (all) {
       chosen = s;
       break;

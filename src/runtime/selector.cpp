@@ -14,6 +14,17 @@ double Point::energy_per_inference() const {
   return std::numeric_limits<double>::quiet_NaN();
 }
 
+void check_constraints(const Constraints& c) {
+  const auto positive = [](double v, const char* what) {
+    DYDNN_CHECK_VALUE(v > 0, "runtime", "{} {} (valid: > 0, or infinity for no limit)", what, v);
+  };
+  positive(c.max_latency_s, "max_latency_s");
+  positive(c.max_power_w, "max_power_w");
+  positive(c.max_energy_j, "max_energy_j");
+  DYDNN_CHECK_VALUE(c.min_accuracy >= 0 && c.min_accuracy <= 1, "runtime", "min_accuracy {} (valid: 0..1)",
+                    c.min_accuracy);
+}
+
 const char* to_string(Objective objective) {
   return objective == Objective::MaxAccuracy ? "max_accuracy" : "min_energy";
 }
@@ -141,6 +152,7 @@ int Selector::best(const Constraints& constraints, Objective objective, double s
 }
 
 Decision Selector::decide(const Constraints& constraints, Objective objective, double now_s) {
+  check_constraints(constraints);
   const double s = slowdown_.value();
   Decision d;
   const auto finish = [&](size_t index, bool feasible, Reason reason) {

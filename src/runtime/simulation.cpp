@@ -285,11 +285,10 @@ SimResult simulate(const hw::Platform& platform, const std::string& domain, cons
       // The system manager re-decides every model: keep each one's decision, which `observe` refers to.
       for (auto& other : streams) {
         if (!other.manager) continue;
-        const auto log = other.manager->log();
-        other.manager->clear_log();
-        if (log.empty()) continue;
-        other.decided = log.back().point;
-        if (&other == &st) feasible = log.back().feasible;
+        const auto last = other.manager->last_decision();
+        if (!last) continue;
+        other.decided = last->point;
+        if (&other == &st) feasible = last->feasible;
       }
       if (!system) knobs->apply(st.points[st.decided].knobs);
     };

@@ -41,6 +41,20 @@ const char* kUsage =
     "                          [--warmup N] [--all-configs] [--logits FILE] [--info] [--quiet]\n"
     "       dydnn_deploy MODEL --stream [--config NAME]   (lines 'ID [config=NAME] P1 ... Pn' on stdin)\n";
 
+// A whole-token integer with a minimum, or an error naming the option and the value.
+int64_t integer(const std::string& option, const std::string& text, int64_t min_value) {
+  size_t used = 0;
+  int64_t v = 0;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || v < min_value)
+    throw std::invalid_argument(option + " '" + text + "' (valid: an integer >= " + std::to_string(min_value) + ")");
+  return v;
+}
+
 Options parse(int argc, char** argv) {
   Options o;
   for (int k = 1; k < argc; ++k) {
@@ -53,9 +67,9 @@ Options parse(int argc, char** argv) {
     else if (a == "--images") o.images = value();
     else if (a == "--labels") o.labels = value();
     else if (a == "--logits") o.logits = value();
-    else if (a == "--limit") o.limit = std::stoll(value());
-    else if (a == "--threads") o.threads = std::stoi(value());
-    else if (a == "--warmup") o.warmup = std::stoi(value());
+    else if (a == "--limit") o.limit = integer(a, value(), 1);
+    else if (a == "--threads") o.threads = static_cast<int>(integer(a, value(), 0));
+    else if (a == "--warmup") o.warmup = static_cast<int>(integer(a, value(), 0));
     else if (a == "--stream") o.stream = true;
     else if (a == "--all-configs") o.all_configs = true;
     else if (a == "--info") o.info = true;
@@ -66,8 +80,6 @@ Options parse(int argc, char** argv) {
   }
   if (o.model.empty()) throw std::invalid_argument("no model file given");
   if (o.stream && !o.images.empty()) throw std::invalid_argument("--stream and --images exclude each other");
-  if (o.threads < 0) throw std::invalid_argument("--threads " + std::to_string(o.threads) + " (valid: >= 0)");
-  if (o.warmup < 0) throw std::invalid_argument("--warmup " + std::to_string(o.warmup) + " (valid: >= 0)");
   return o;
 }
 

@@ -21,7 +21,21 @@ int main(int argc, char** argv) {
   try {
     at::set_num_threads(1);
     std::vector<int64_t> shape;
-    for (int k = 3; k < 7; ++k) shape.push_back(std::stoll(argv[k]));
+    for (int k = 3; k < 7; ++k) {
+      const std::string text = argv[k];
+      size_t used = 0;
+      int64_t v = 0;
+      try {
+        v = std::stoll(text, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != text.size() || v < 1 || v > (int64_t{1} << 20)) {
+        std::cerr << "run_torchscript: dimension " << k - 2 << " '" << text << "' (valid: 1..1048576)\n";
+        return 2;
+      }
+      shape.push_back(v);
+    }
     const int64_t numel = shape[0] * shape[1] * shape[2] * shape[3];
     std::ifstream in(argv[2], std::ios::binary);
     std::vector<float> values(static_cast<size_t>(numel));

@@ -61,6 +61,9 @@ struct Domain {
 /// The lowest entry of `table` (ascending) that is >= `hz`; the highest entry when `hz`
 /// is above them all; `hz` itself when the table is empty.
 uint64_t snap_up(const std::vector<uint64_t>& table, uint64_t hz);
+/// The highest entry of `table` (ascending) that is <= `hz`; the lowest entry when none
+/// is (cpufreq resolves a max limit so); `hz` itself when the table is empty.
+uint64_t snap_down(const std::vector<uint64_t>& table, uint64_t hz);
 
 /// Hardware knobs: frequency domains with governors, frequencies and limits.
 class DvfsBackend {

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -108,7 +109,9 @@ class ModelManager {
   /// matches.
   bool restrict(const std::map<std::string, double>& state);
   /// Whether some point matching `state` meets the current targets at the current slowdown.
-  bool feasible_in(const std::map<std::string, double>& state) const;
+  bool feasible_in(const std::map<std::string, double>& state);
+  /// The latest decision (none before the first), without copying the log.
+  std::optional<LogEntry> last_decision() const;
 
  private:
   struct Restricted {
@@ -116,7 +119,6 @@ class ModelManager {
     std::unique_ptr<Selector> selector;
   };
   Restricted& restricted(const std::map<std::string, double>& state);
-  const Restricted* find_restricted(const std::map<std::string, double>& state) const;
   size_t decide_locked(double now);
   void apply(size_t point);
 

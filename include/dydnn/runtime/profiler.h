@@ -42,10 +42,10 @@ struct ProfileOptions {
   /// Batch-1 calls before and during timing.
   int64_t warmup = 20;
   int64_t repetitions = 200;
-  /// Cumulative energy source; `energy_source` names it in the table ("rapl:package-0",
-  /// "model:exynos5422"). Without one, power and energy are left unknown.
+  /// Cumulative energy source (a meter's reading); without one, power and energy are left
+  /// unknown. Name its source where the table is kept (the Python profiler records it in
+  /// the model file's metadata).
   EnergyReader energy;
-  std::string energy_source;
   /// A progress line on stderr.
   bool progress = true;
 };

@@ -50,6 +50,10 @@ struct Constraints {
   double max_energy_j = std::numeric_limits<double>::infinity();
 };
 
+/// Throws `ValueError` naming the value unless latency, power and energy limits are > 0
+/// (infinity: no limit) and the accuracy floor is in 0..1.
+void check_constraints(const Constraints& constraints);
+
 /// What to optimise among the feasible points.
 enum class Objective {
   MaxAccuracy,  ///< the most accurate; ties go to the least energy, then the fastest

@@ -37,7 +37,6 @@ TEST_CASE("the profiler measures every config under every setting and restores t
   o.progress = false;
   double joules = 0;
   o.energy = [&] { return joules += 0.001; };  // 1 mJ per reading
-  o.energy_source = "test";
   const int threads_before = torch::get_num_threads();
   const auto cpus_before = runtime::allowed_cpus();
   const auto table = runtime::profile(net, data, data::Normalization{}, o);

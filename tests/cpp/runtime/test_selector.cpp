@@ -176,6 +176,14 @@ TEST_CASE("bad tables and options are refused with the value and the valid range
   CHECK_THROWS_AS(s.observe(9, 1e-3), dydnn::IndexError);
   CHECK_THROWS_WITH(s.observe(0, -1), Catch::Contains("measured latency -1 s"));
   CHECK_THROWS_WITH(objective_from_string("fast"), Catch::Contains("valid: max_accuracy, min_energy"));
+  CHECK_THROWS_WITH(s.decide(latency(-1), Objective::MaxAccuracy, 0), Catch::Contains("max_latency_s -0.001"));
+  Constraints floor;
+  floor.min_accuracy = 1.5;
+  CHECK_THROWS_WITH(s.decide(floor, Objective::MaxAccuracy, 0), Catch::Contains("min_accuracy 1.5 (valid: 0..1)"));
+  floor.min_accuracy = std::nan("");
+  CHECK_THROWS_WITH(s.decide(floor, Objective::MaxAccuracy, 0), Catch::Contains("min_accuracy nan"));
+  LadderPolicy ladder(widths());
+  CHECK_THROWS_WITH(ladder.decide(0, 1, 0), Catch::Contains("target latency 0 s (valid: > 0)"));
 }
 
 TEST_CASE("the ladder steps down on a slow moving average and up with slack", "[runtime][ladder]") {
