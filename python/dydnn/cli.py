@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -272,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--warmup", type=_count, default=20, metavar="W", help="untimed calls first (default: 20)")
     pr.add_argument("--energy", choices=("auto", "none"), default="auto",
                     help="measure energy with this machine's meter (RAPL, INA3221, INA231, hwmon) when one is "
-                         "found (default: auto)")
+                         "found, else model it with --energy-model (default: auto)")
+    pr.add_argument("--energy-model", default="generic_host", metavar="PLATFORM",
+                    help="the platform whose power model, driven by the CPU time, stands in for a missing meter "
+                         "('none': profile without energy then; default: generic_host)")
     pr.add_argument("-o", "--output", metavar="OUT", help="write the profiled model here (default: MODEL itself)")
     pr.add_argument("--plot", metavar="FIG", help="also draw top-1 against latency with the Pareto front")
     _data_arguments(pr, train=False)
@@ -658,21 +662,26 @@ def _cmd_profile(args) -> int:
     cores = [[int(c) for c in part.split(",")] for part in args.cores.split("/")] if args.cores else []
     images, labels = _test_images(args)
     energy = None
+    model = None if args.energy_model == "none" else args.energy_model
     if args.energy == "auto":
-        meter, tried = _runtime.detect_energy_meter()
+        meter, tried = _runtime.detect_energy_meter(platform=model)
         if meter is None:
             print("no energy meter on this machine (" + "; ".join(tried) + "): profiling latency and accuracy only")
         else:
-            print(f"energy from {meter.source} ({meter.coverage})")
+            print(f"energy {'modelled' if meter.is_model else 'measured'} by {meter.source} ({meter.coverage})")
             energy = "auto"
-    table = _runtime.profile(artifact, images, labels, threads=args.threads, core_sets=cores, warmup=args.warmup,
-                             repetitions=args.repetitions, energy=energy, progress=sys.stderr.isatty())
-    print(f"{'config':<8}{'knobs':<24}{'p50 us':>9}{'p95 us':>9}{'top-1':>9}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the line above already said where the energy comes from
+        table = _runtime.profile(artifact, images, labels, threads=args.threads, core_sets=cores, warmup=args.warmup,
+                                 repetitions=args.repetitions, energy=energy, energy_model=model,
+                                 progress=sys.stderr.isatty())
+    with_energy = any("energy_mj" in row["metrics"] for row in table)
+    print(f"{'config':<8}{'knobs':<24}{'p50 us':>9}{'p95 us':>9}{'top-1':>9}" + (f"{'mJ':>9}" if with_energy else ""))
     for row in table:
         knobs = ",".join(f"{k}={v:g}" for k, v in sorted(row["knobs"].items()))
         m = row["metrics"]
         print(f"{row['config']:<8}{knobs:<24}{m['latency_p50_us']:>9.1f}{m['latency_p95_us']:>9.1f}"
-              f"{100 * m['top1']:>8.2f}%")
+              f"{100 * m['top1']:>8.2f}%" + (f"{m.get('energy_mj', float('nan')):>9.4f}" if with_energy else ""))
     out = args.output or args.model
     _io.save(artifact, out)
     print(f"wrote {len(table)} operating points to {out}")

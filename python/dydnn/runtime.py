@@ -41,24 +41,31 @@ def _net_and_norm(model):
     raise TypeError(f"[dydnn.runtime] expected a dydnn.io.Artifact or a dydnn.nn.DynamicNet, got {type(model).__name__}")
 
 
-def detect_energy_meter(root: str = "/"):
+def detect_energy_meter(root: str = "/", platform: Optional[str] = None, domain: Optional[str] = None):
     """This machine's energy meter (RAPL, Jetson INA3221, Odroid INA231, hwmon, tried in that
     order) and the list of what was tried and why each was rejected: ``(meter or None, tried)``.
-    ``meter.energy_j()`` is cumulative joules; ``meter.source`` names it."""
-    return _C.detect_energy_meter(root)
+    ``meter.energy_j()`` is cumulative joules; ``meter.source`` names it.
+
+    With ``platform`` (a built-in platform name such as ``"generic_host"`` or ``"exynos5422"``)
+    a machine without a sensor falls back to that platform's power model driven by the busy CPU
+    time in ``/proc/stat`` (static power + ``C V^2 f`` per busy core of ``domain``, default the
+    first CPU cluster): ``meter.is_model`` is then true and ``meter.source`` reads
+    ``"model:<platform>:<domain>"``."""
+    return _C.detect_energy_meter(root, platform or "", domain or "")
 
 
 def profile(model: Union[Artifact, DynamicNet], images: torch.Tensor, labels: torch.Tensor, *,
             threads: Sequence[int] = (1,), core_sets: Sequence[Sequence[int]] = (), warmup: int = 20,
             repetitions: int = 200, energy: Union[None, str, Callable[[], float]] = None, energy_source: str = "",
-            normalization=None, progress: bool = True) -> Table:
+            energy_model: Optional[str] = "generic_host", normalization=None, progress: bool = True) -> Table:
     """Measures every config under each thread count and core set (the knobs of this machine).
 
     ``images`` (uint8 or already normalised float, ``[N, C, H, W]``) and ``labels`` give each
     config's top-1; latency is timed at batch 1 (median and p95). ``energy`` is a callable
-    returning cumulative joules, or ``"auto"`` for :func:`detect_energy_meter` (when no meter
-    is found, the table has no energy and a warning says what was tried); without it power
-    and energy stay unknown. With an :class:`~dydnn.io.Artifact` the table is also stored in
+    returning cumulative joules, or ``"auto"`` for :func:`detect_energy_meter`: a sensor when
+    the machine has one, else the power model of the platform ``energy_model`` driven by the
+    CPU time (a warning says the energy is modelled and what was tried; ``energy_model=None``
+    profiles without energy instead); without ``energy`` power and energy stay unknown. With an :class:`~dydnn.io.Artifact` the table is also stored in
     ``model.operating_points`` and the energy source in ``metadata["extra"]["energy_source"]``
     (save the artifact to keep them). Returns the table: dicts with ``config``, ``knobs`` and
     ``metrics`` (``latency_p50_us``, ``latency_p95_us``, ``top1``, and ``energy_mj``,
@@ -68,11 +75,14 @@ def profile(model: Union[Artifact, DynamicNet], images: torch.Tensor, labels: to
     if normalization is not None:
         norm = normalization
     if energy == "auto":
-        meter, tried = detect_energy_meter()
-        if meter is None:
+        meter, tried = detect_energy_meter(platform=energy_model)
+        if meter is None or meter.is_model:
             import warnings
-            warnings.warn("[dydnn.runtime] no energy meter on this machine; profiling without energy. Tried: "
-                          + "; ".join(tried), stacklevel=2)
+            what = (f"energy is modelled by {meter.source}, not measured" if meter is not None
+                    else "profiling without energy")
+            warnings.warn(f"[dydnn.runtime] no energy meter on this machine; {what}. Tried: " + "; ".join(tried),
+                          stacklevel=2)
+        if meter is None:
             energy = None
         else:
             energy, energy_source = meter.energy_j, energy_source or meter.source

@@ -4,6 +4,7 @@
 #include "bindings.h"
 
 #include <dydnn/hw/energy.h>
+#include <dydnn/hw/platform.h>
 #include <dydnn/runtime/ladder.h>
 #include <dydnn/runtime/manager.h>
 #include <dydnn/runtime/profiler.h>
@@ -206,17 +207,31 @@ void bind_runtime(py::module_& m) {
           "Cumulative joules since the meter was opened (NaN when the reading failed).");
   m.def(
       "detect_energy_meter",
-      [](const std::string& root) -> py::object {
+      [](const std::string& root, const std::string& platform, const std::string& domain) -> py::object {
         auto e = std::make_shared<Meter>();
-        auto found = hw::detect_energy_meter(std::make_shared<hw::RealSysFs>(root), *e->clock,
-                                             std::unique_ptr<hw::EnergyMeter>());
+        auto fs = std::make_shared<hw::RealSysFs>(root);
+        auto found = hw::detect_energy_meter(fs, *e->clock, std::unique_ptr<hw::EnergyMeter>());
+        if (!found.meter && !platform.empty()) {
+          // The fallback: the platform's power model driven by this machine's CPU time.
+          const auto model = hw::Platform::builtin(platform);
+          const hw::PlatformDomain* chosen = nullptr;
+          if (!domain.empty()) chosen = &model.domain(domain);
+          for (const auto& d : model.domains)
+            if (!chosen && !d.cpus.empty()) chosen = &d;
+          DYDNN_CHECK_VALUE(chosen != nullptr, "runtime", "detect_energy_meter: platform '{}' has no CPU domain",
+                            platform);
+          auto opened = hw::open_cpu_model_meter(fs, *e->clock, model.name, *chosen);
+          found.tried.back() = opened ? "model: using " + opened.meter->source() : "model: " + opened.reason;
+          found.meter = std::move(opened.meter);
+        }
         if (!found.meter) return py::make_tuple(py::none(), found.tried);
         e->meter = std::move(found.meter);
         e->tried = found.tried;
         return py::make_tuple(py::cast(e), found.tried);
       },
-      py::arg("root") = "/",
-      "(meter or None, what was tried): RAPL, Jetson INA3221, Odroid INA231, hwmon, in that order.");
+      py::arg("root") = "/", py::arg("platform") = "", py::arg("domain") = "",
+      "(meter or None, what was tried): RAPL, Jetson INA3221, Odroid INA231, hwmon, in that order, then the "
+      "platform's power model driven by /proc/stat when `platform` is given.");
 
   m.def("allowed_cpus", &allowed_cpus);
   m.def("pin_process", &pin_process, py::arg("cpus"));

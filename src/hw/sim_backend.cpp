@@ -298,6 +298,18 @@ double SimBackend::busy_core_sum(size_t domain) const {
   return jobs + traced * std::min(1.0, s.busy_util + bg) + (units - jobs - traced) * bg;
 }
 
+// The background's part of busy_core_sum: its share of every core the jobs leave it (a job's
+// core is busy throughout, the background taking `bg` of it: the job is stretched by 1 / (1 - bg)),
+// and of the set_busy cores what it adds to their own load.
+double SimBackend::background_core_sum(size_t domain) const {
+  const auto& s = state_[domain];
+  const int units = platform_.domains[domain].units();
+  const int jobs = std::min(units, demanded_cores(domain));
+  const int traced = std::min(s.busy_cores, units - jobs);
+  const double bg = s.background;
+  return (units - traced) * bg + traced * (std::min(1.0, s.busy_util + bg) - std::min(1.0, s.busy_util));
+}
+
 double SimBackend::busiest(size_t domain) const {
   const auto& s = state_[domain];
   const int units = platform_.domains[domain].units();
@@ -336,6 +348,11 @@ double SimBackend::energy_j(size_t domain) const {
   return state_[domain].energy_j;
 }
 
+double SimBackend::background_energy_j(size_t domain) const {
+  check_domain(domain);
+  return state_[domain].background_energy_j;
+}
+
 double SimBackend::energy_j() const {
   double e = 0;
   for (const auto& s : state_) e += s.energy_j;
@@ -354,6 +371,7 @@ void SimBackend::integrate(int64_t dt_ns) {
     auto& s = state_[k];
     const double busy = busiest(k);
     s.energy_j += domain_power_w(k, s.cur_hz) * dt * 1e-9;
+    s.background_energy_j += platform_.domains[k].dynamic_power_w(s.cur_hz, background_core_sum(k)) * dt * 1e-9;
     s.acc_ns += dt;
     s.acc_busy += busy * dt;
     s.acc_util += busy * static_cast<double>(s.cur_hz) / static_cast<double>(domains_[k].max_hz) * dt;

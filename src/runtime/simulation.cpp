@@ -392,8 +392,8 @@ SimResult simulate(const hw::Platform& platform, const std::string& domain, cons
     for (size_t s = 0; s < streams.size(); ++s)
       if (streams[s].running && sim.finished(streams[s].job)) finish(s);
     while (next_mark < options.marks_s.size() && to_ns(options.marks_s[next_mark]) <= now)
-      result.marks.push_back({options.marks_s[next_mark++], sim.energy_j(d), result.arrived, result.served,
-                              result.missed});
+      result.marks.push_back({options.marks_s[next_mark++], sim.energy_j(d), sim.background_energy_j(d),
+                              result.arrived, result.served, result.missed});
     for (size_t s = 0; s < streams.size(); ++s)
       while (streams[s].next_arrival_ns <= now && streams[s].next_arrival_ns < end_ns) arrive(s);
     if (result.aborted) break;
@@ -428,8 +428,10 @@ SimResult simulate(const hw::Platform& platform, const std::string& domain, cons
 
   result.end_s = clock->now_s();
   result.energy_j = sim.energy_j(d);
+  result.background_energy_j = sim.background_energy_j(d);
   result.static_energy_j = model.static_w * result.end_s;
-  result.energy_per_inference_j = result.served > 0 ? result.energy_j / static_cast<double>(result.served) : 0.0;
+  result.energy_per_inference_j =
+      result.served > 0 ? (result.energy_j - result.background_energy_j) / static_cast<double>(result.served) : 0.0;
   result.miss_rate = result.arrived > 0 ? static_cast<double>(result.missed) / static_cast<double>(result.arrived) : 0;
   result.mean_accuracy = result.served > 0 ? accuracy_sum / static_cast<double>(result.served) : 0.0;
   result.mean_job_hz = job_s > 0 ? job_hz_s / job_s : 0.0;

@@ -130,15 +130,47 @@ def test_energy_meter_detection_on_a_fake_rapl_tree(tmp_path):
     assert none is None and any(r.startswith("rapl:") for r in reasons)
 
 
+def test_energy_meter_falls_back_to_a_platform_model_on_the_cpu_time(tmp_path):
+    # A machine without a sensor: /proc/stat only. generic_host: 2 W static, CPUs 0-1.
+    stat = tmp_path / "proc/stat"
+    stat.parent.mkdir(parents=True)
+    stat.write_text("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 100 0 0 900 0 0 0 0 0 0\ncpu1 0 0 0 1000 0 0 0 0 0 0\n")
+    none, tried = runtime.detect_energy_meter(str(tmp_path))
+    assert none is None and tried[-1] == "model: no fallback given"
+    meter, tried = runtime.detect_energy_meter(str(tmp_path), platform="generic_host")
+    assert meter.is_model and meter.source == "model:generic_host:policy0" and not meter.exclusive
+    assert tried[-1] == "model: using model:generic_host:policy0" and tried[0].startswith("rapl:")
+    assert "not exclusive" in meter.coverage
+    first = meter.energy_j()
+    stat.write_text("cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 200 0 0 900 0 0 0 0 0 0\ncpu1 0 0 0 1000 0 0 0 0 0 0\n")
+    # 100 ticks = 1 s of one busy core at 3 GHz, 1.2 V: 4.32 J, plus static power for the time between.
+    assert meter.energy_j() - first >= 4.32
+    with pytest.raises(ValueError, match="no_such_board"):
+        runtime.detect_energy_meter(str(tmp_path), platform="no_such_board")
+
+
 def test_profile_auto_energy_without_a_meter_warns_and_records_nothing(model, monkeypatch):
     art, images, labels = model
-    monkeypatch.setattr(runtime, "detect_energy_meter", lambda root="/": (None, ["rapl: none here"]))
+    monkeypatch.setattr(runtime, "detect_energy_meter", lambda root="/", platform=None: (None, ["rapl: none here"]))
     with pytest.warns(UserWarning, match="no energy meter on this machine.*rapl: none here"):
-        table = runtime.profile(art, images, labels, warmup=0, repetitions=2, energy="auto", progress=False)
+        table = runtime.profile(art, images, labels, warmup=0, repetitions=2, energy="auto", energy_model=None,
+                                progress=False)
     assert all("energy_mj" not in row["metrics"] for row in table)
     assert "energy_source" not in art.metadata.get("extra", {})
     with pytest.raises(ValueError, match="energy='yes'"):
         runtime.profile(art, images, labels, energy="yes")
+
+
+def test_profile_auto_energy_on_this_machine_is_modelled_and_labelled(model):
+    # This container has no power sensor: the table gets modelled energy, and says so.
+    art, images, labels = model
+    meter, _ = runtime.detect_energy_meter(platform="generic_host")
+    if meter is None or not meter.is_model:
+        pytest.skip("this machine has a power sensor or no /proc/stat: " + str(meter and meter.source))
+    with pytest.warns(UserWarning, match="modelled by model:generic_host:policy0, not measured"):
+        table = runtime.profile(art, images, labels, warmup=2, repetitions=20, energy="auto", progress=False)
+    assert all(row["metrics"]["energy_mj"] > 0 and row["metrics"]["power_w"] >= 2.0 for row in table)
+    assert art.metadata["extra"]["energy_source"] == "model:generic_host:policy0"
 
 
 def test_system_manager_from_python(model):

@@ -23,6 +23,7 @@
 /// Plain C++17, no LibTorch.
 
 #include <dydnn/hw/clock.h>
+#include <dydnn/hw/platform.h>
 #include <dydnn/hw/sysfs.h>
 
 #include <functional>
@@ -183,6 +184,27 @@ struct ModelMeterOptions {
 /// empty or `options.name` is empty.
 std::unique_ptr<EnergyMeter> make_model_meter(const Clock& clock, std::function<double()> power_w,
                                               ModelMeterOptions options = {});
+
+/// A platform model driven by this machine's CPU time: for a machine without a power sensor
+/// (a VM, a container, a desktop without RAPL access). Energy since the first reading =
+/// `domain.static_w` x elapsed time + the dynamic power of one busy core
+/// (`domain.dynamic_power_w(f, 1)`) x the busy CPU time of the domain's CPUs, read from
+/// `/proc/stat` (user + nice + system + irq + softirq; steal is left out: another guest ran).
+/// `f` is the policy's `scaling_cur_freq` (`/sys/devices/system/cpu/cpufreq/<domain.name>/`)
+/// snapped to the domain's table when it can be read, else the domain's highest frequency.
+/// The busy time is cumulative, so the energy between any two readings is exact for the model
+/// however far apart they are. It counts every process on those CPUs (not exclusive) and is
+/// labelled a model: source "model:<platform>:<domain>". `ticks_per_s` is the kernel's
+/// USER_HZ (0: `sysconf(_SC_CLK_TCK)`). The reason says why it cannot open: no `/proc/stat`,
+/// none of the domain's CPUs listed there, a domain without CPUs.
+///
+/// Example:
+/// \code
+///   auto platform = Platform::builtin("generic_host");
+///   auto opened = open_cpu_model_meter(std::make_shared<RealSysFs>(), clock, platform.name, platform.domains[0]);
+/// \endcode
+OpenedMeter open_cpu_model_meter(std::shared_ptr<SysFs> fs, const Clock& clock, const std::string& platform,
+                                 const PlatformDomain& domain, double ticks_per_s = 0);
 
 /// The meter `detect_energy_meter` chose and what it tried on the way.
 struct DetectedMeter {

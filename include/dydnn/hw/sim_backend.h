@@ -136,6 +136,12 @@ class SimBackend : public DvfsBackend {
   double energy_j() const;
   /// Energy of one domain since construction (J).
   double energy_j(size_t domain) const;
+  /// The part of `energy_j(domain)` that is the background's (J): the dynamic power of the
+  /// core time its share takes (`set_background`), at the frequency the domain ran. The rest is
+  /// the static power and the jobs' (and `set_busy`'s) dynamic power. A simulated benchmark
+  /// charges jobs without it: the background is another program, and as it takes a share of the
+  /// time (not a fixed amount of work) it gets more done, and spends more, at a higher frequency.
+  double background_energy_j(size_t domain) const;
 
  private:
   struct DomainState {
@@ -149,6 +155,7 @@ class SimBackend : public DvfsBackend {
     int busy_cores = 0;
     double background = 0;
     double energy_j = 0;
+    double background_energy_j = 0;
     double acc_ns = 0, acc_busy = 0, acc_util = 0;  // what the governor samples
   };
   struct Job {
@@ -166,6 +173,7 @@ class SimBackend : public DvfsBackend {
   void check_work(const Work& work) const;
   double busiest(size_t domain) const;
   double busy_core_sum(size_t domain) const;
+  double background_core_sum(size_t domain) const;
   int demanded_cores(size_t domain) const;
   double job_rate(const Job& job) const;
   double domain_power_w(size_t domain, uint64_t hz) const;

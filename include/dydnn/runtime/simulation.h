@@ -16,7 +16,8 @@
 /// - A background process takes a share of every core of the domain from the trace's steps
 ///   (`SimBackend::set_background`): jobs stretch by `1 / (1 - share)`.
 /// - Energy per inference is the domain's energy over the whole run (static power and the
-///   idle time between requests included) divided by the requests served.
+///   idle time between requests included) less the background's dynamic energy, divided by the
+///   requests served.
 ///
 /// The manager policy, per request: targets = {latency <= the time left to the deadline,
 /// accuracy >= the floor}, objective minimum energy, over the points (config, frequency) of
@@ -135,7 +136,8 @@ struct SimOptions {
 /// The state of a run at one of `SimOptions::marks_s`.
 struct SimMark {
   double time_s = 0;
-  double energy_j = 0;  ///< the domain's energy since the start
+  double energy_j = 0;             ///< the domain's energy since the start
+  double background_energy_j = 0;  ///< the background's part of it
   size_t arrived = 0, served = 0, missed = 0;  ///< so far; served and missed count finished requests
 };
 
@@ -157,8 +159,13 @@ struct SimResult {
   size_t missed = 0;    ///< late or dropped
   size_t dropped = 0;   ///< replaced while waiting
   double miss_rate = 0;                ///< missed / arrived
-  double energy_j = 0;                 ///< the domain's energy over the run
-  double energy_per_inference_j = 0;   ///< energy_j / served
+  double energy_j = 0;                 ///< the domain's energy over the run, the background's included
+  /// The background's part of energy_j (`hw::SimBackend::background_energy_j`): the dynamic
+  /// energy of the core time it took. It is another program's, so it is not charged to inference.
+  double background_energy_j = 0;
+  /// (energy_j - background_energy_j) / served: the static power over the whole run (idle time
+  /// included) and the jobs' dynamic energy, per request served.
+  double energy_per_inference_j = 0;
   double static_energy_j = 0;          ///< the static part of energy_j: static power x run time
   double p50_s = 0, p95_s = 0, p99_s = 0;  ///< latency (finish - arrival) of the served requests, nearest rank
   double mean_accuracy = 0;            ///< over the served requests

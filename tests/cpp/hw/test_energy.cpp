@@ -8,6 +8,7 @@
 #include <dydnn/hw/sysfs.h>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -496,6 +497,72 @@ TEST_CASE("The model meter integrates a power function over the clock, labelled 
     ModelMeterOptions unnamed;
     unnamed.name = "";
     CHECK_THROWS_WITH(make_model_meter(clock, power, unnamed), Catch::Contains("options.name is empty"));
+  }
+}
+
+TEST_CASE("The CPU-time model meter: static power plus busy time from /proc/stat at C V^2 f", "[hw][energy]") {
+  TempRoot root;
+  VirtualClock clock;
+  // generic_host: CPUs 0-1, C = 1000 uW/MHz/V^2, 2 W static; 2 W per busy core at 2 GHz (1.0 V),
+  // 4.32 W at 3 GHz (1.2 V). USER_HZ 100 here.
+  const auto platform = Platform::builtin("generic_host");
+  const auto& domain = platform.domains[0];
+  const auto stat = [&](uint64_t user0, uint64_t system1, uint64_t steal1) {
+    // cpu  user nice system idle iowait irq softirq steal
+    write_fake_file(root.path, "/proc/stat",
+                    fmt::format("cpu  1 1 1 1 1 1 1 1 0 0\ncpu0 {} 0 0 500 0 0 0 0 0 0\n"
+                                "cpu1 0 0 {} 500 0 0 0 {} 0 0\ncpu2 900 0 0 0 0 0 0 0 0 0\nintr 5\n",
+                                user0, system1, steal1));
+  };
+  stat(100, 0, 0);
+
+  SECTION("at f_max without cpufreq") {
+    auto opened = open_cpu_model_meter(real(root), clock, platform.name, domain, 100);
+    REQUIRE(opened);
+    auto& meter = *opened.meter;
+    CHECK(meter.source() == "model:generic_host:policy0");
+    CHECK(meter.is_model());
+    CHECK_FALSE(meter.exclusive());
+    CHECK(meter.refresh_interval_s() == Approx(0.01));
+    CHECK_THAT(meter.coverage(), Catch::Contains("CPUs 0,1") && Catch::Contains("not exclusive"));
+    // One second: CPU 0 busy 0.5 s, CPU 1 0.25 s (+ 0.3 s stolen, not counted); CPU 2 is not in the domain.
+    clock.advance(kSecond);
+    stat(150, 25, 30);
+    const EnergyReading r = meter.read();
+    REQUIRE(r.ok);
+    CHECK(r.energy_j == Approx(2.0 + 4.32 * 0.75));  // 3 GHz = f_max, 1.2 V
+    CHECK(r.power_w == Approx(2.0 + 4.32 * 0.75));
+  }
+  SECTION("at scaling_cur_freq, snapped to the table") {
+    write_fake_file(root.path, "/sys/devices/system/cpu/cpufreq/policy0/scaling_cur_freq", "2000123\n");
+    auto opened = open_cpu_model_meter(real(root), clock, platform.name, domain, 100);
+    REQUIRE(opened);
+    clock.advance(2 * kSecond);
+    stat(200, 100, 0);  // 1 s + 1 s busy
+    CHECK(opened.meter->read().energy_j == Approx(2.0 * 2 + 2.0 * 2));
+  }
+  SECTION("no /proc/stat, or none of the domain's CPUs: a reason, not a meter") {
+    TempRoot empty;
+    auto none = open_cpu_model_meter(real(empty), clock, platform.name, domain, 100);
+    CHECK_FALSE(none);
+    CHECK_THAT(none.reason, Catch::Contains("/proc/stat"));
+    auto other = domain;
+    other.cpus = {6, 7};
+    auto missing = open_cpu_model_meter(real(root), clock, platform.name, other, 100);
+    CHECK_FALSE(missing);
+    CHECK_THAT(missing.reason, Catch::Contains("lists none of CPUs 6,7"));
+    CHECK_THROWS_WITH(open_cpu_model_meter(real(root), clock, platform.name, domain, -1),
+                      Catch::Contains("ticks_per_s = -1"));
+  }
+  SECTION("this machine's /proc/stat opens (a real reading, energy never falls)") {
+    SteadyClock steady;
+    auto opened = open_cpu_model_meter(std::make_shared<RealSysFs>("/"), steady, platform.name, domain);
+    if (opened) {
+      const EnergyReading a = opened.meter->read();
+      const EnergyReading b = opened.meter->read();
+      CHECK(a.ok);
+      CHECK(b.energy_j >= a.energy_j);
+    }
   }
 }
 

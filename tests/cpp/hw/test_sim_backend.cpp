@@ -233,6 +233,35 @@ TEST_CASE("SimBackend power and energy: C V^2 f per busy core plus static", "[hw
   CHECK(b.sim.power_w(0) == Approx(2.0 + 4.32 * 0.5));
 }
 
+TEST_CASE("SimBackend charges the background's core time to the background", "[hw][sim]") {
+  Board b("generic_host");  // 2 cores, C = 1000 uW/MHz/V^2, static 2 W, 1.0 V at 2 GHz: 2 W per busy core
+  CHECK(b.sim.set_frequency(0, 2000 * kMHz).ok);
+  b.sim.advance(0.001);
+  CHECK(b.sim.background_energy_j(0) == 0);
+
+  // A quarter of both cores: 0.5 busy cores, 1 W, all of it the background's.
+  b.sim.set_background(0, 0.25);
+  const double e0 = b.sim.energy_j(0), g0 = b.sim.background_energy_j(0);
+  b.sim.advance(1.0);
+  CHECK(b.sim.energy_j(0) - e0 == Approx(3.0));
+  CHECK(b.sim.background_energy_j(0) - g0 == Approx(1.0));
+
+  // A job holds one core throughout, the background a quarter of it (the job is stretched by
+  // 1 / 0.75): of the 1.25 busy cores the job's is 0.75, so the job's share is 1.5 W x its time.
+  const double e1 = b.sim.energy_j(0), g1 = b.sim.background_energy_j(0);
+  const JobResult r = b.sim.run(0, {0.75, 0, 2000 * kMHz});
+  CHECK(r.latency_s == Approx(1.0));
+  CHECK(b.sim.energy_j(0) - e1 == Approx(2.0 + 2.0 * 1.25));
+  CHECK(b.sim.background_energy_j(0) - g1 == Approx(2.0 * 0.5));
+  CHECK((b.sim.energy_j(0) - e1) - (b.sim.background_energy_j(0) - g1) == Approx(2.0 + 1.5));
+
+  // set_busy load is not the background's; the background only adds what fits on top of it.
+  b.sim.set_busy(0, 0.9, 2);
+  const double g2 = b.sim.background_energy_j(0);
+  b.sim.advance(1.0);
+  CHECK(b.sim.background_energy_j(0) - g2 == Approx(2.0 * 2 * 0.1));
+}
+
 TEST_CASE("SimBackend: frequency changes during a job and concurrent jobs", "[hw][sim]") {
   Board b("generic_host");  // latency 50 us
   // Half of a 1 s job (at 3 GHz) done, then 1.5 GHz: the rest runs at half speed after 50 us.

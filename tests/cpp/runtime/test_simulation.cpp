@@ -145,6 +145,14 @@ TEST_CASE("background load moves the manager to a higher frequency, and it keeps
   CHECK(after >= 1400000000);
   CHECK(late_misses == 0);
   CHECK(r.missed <= 15);  // only while the slowdown filter catches up (a median of 5, then an EWMA)
+
+  // The background's energy is counted in the domain's, but not charged to inference.
+  CHECK(r.background_energy_j > 0);
+  CHECK(r.background_energy_j < r.energy_j - r.static_energy_j);
+  CHECK(r.energy_per_inference_j ==
+        Approx((r.energy_j - r.background_energy_j) / static_cast<double>(r.served)).epsilon(1e-12));
+  const auto idle = run(trace({stream(0.010, 0.0045)}, 2.0), manager(0.9));
+  CHECK(idle.background_energy_j == 0);
 }
 
 TEST_CASE("two models: the shared cluster runs at what the most demanding one needs", "[runtime][simulation]") {
