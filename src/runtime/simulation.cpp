@@ -272,10 +272,11 @@ SimResult simulate(const hw::Platform& platform, const std::string& domain, cons
   const auto manager_decides = [&](size_t s, double budget_s) {
     auto& st = streams[s];
     bool feasible = true;
-    const auto decide = [&](double limit_s) {
+    // `hold_hz`: the frequency is not to go below this (set to stay put, see below).
+    const auto decide = [&](double limit_s, uint64_t hold_hz) {
       st.manager->set_targets(targets_for(limit_s));
+      knobs->floor_hz = hold_hz;
       if (system) {
-        knobs->floor_hz = 0;
         for (size_t u = 0; u < streams.size(); ++u)
           if (u != s && streams[u].running) knobs->floor_hz = std::max(knobs->floor_hz, streams[u].hz);
         system->decide();
@@ -293,10 +294,16 @@ SimResult simulate(const hw::Platform& platform, const std::string& domain, cons
       if (!system) knobs->apply(st.points[st.decided].knobs);
     };
     const uint64_t before = sim.target_frequency(d);
-    decide(budget_s);
+    decide(budget_s, 0);
+    const uint64_t first = sim.target_frequency(d);
     // A new frequency acts only after the transition latency: it must fit in what is left then.
-    if (transition_s > 0 && sim.target_frequency(d) != before && budget_s - transition_s > 0)
-      decide(budget_s - transition_s);
+    if (transition_s > 0 && first != before && budget_s - transition_s > 0) {
+      decide(budget_s - transition_s, 0);
+      // A lower frequency fitted the whole budget, so the current one does too, with no
+      // transition: when paying for one would end above where it was, staying put is cheaper
+      // (without this the choice swings between the two whenever the models take turns).
+      if (first < before && sim.target_frequency(d) > before) decide(budget_s, before);
+    }
     if (!feasible) ++result.infeasible;
     return st.decided / table.size();
   };

@@ -6,6 +6,9 @@
 /// `/sys/class/devfreq/*` (GPUs, memory controllers, buses) through a `SysFs`, so the same
 /// code runs on a board and on a fake tree in a temporary directory. Every file it changes
 /// is journaled with its original value and put back by `restore()` or the destructor.
+/// (`scaling_max_freq` reads the effective limit, thermal caps included, so a
+/// cap in force at the first change is what gets restored: the user's own request is not
+/// readable.)
 ///
 /// Plain C++17, no LibTorch. Not thread-safe: one owner turns the knobs.
 

@@ -25,6 +25,10 @@
 /// power x `T(f)`). One stream: a `ModelManager` decides and its frequency is set (userspace)
 /// before the job. Several streams: a `SystemManager` sets the shared frequency to the lowest
 /// one at which every model has a feasible point, and each model re-picks its config there.
+/// A change of frequency acts after the domain's transition latency, so a decision that changes
+/// it is taken again with that much less time; when that would end above the frequency in force
+/// although a lower one fitted the whole budget, the frequency stays where it is (it fits too,
+/// with no transition to pay).
 /// After each job the manager observes the measured latency, normalised to the frequency its
 /// point asked for (so only a loss of CPU time, e.g. the background, moves the slowdown).
 ///
