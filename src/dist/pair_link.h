@@ -1,0 +1,77 @@
+#pragma once
+// A point-to-point link between the dispatcher and one device: a two-rank Gloo group
+// built on its own store prefix, carrying framed messages. Internal to dydnn_dist.
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include <dydnn/dist/options.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+namespace dydnn {
+namespace dist {
+namespace detail {
+
+enum class MessageType : int64_t { Request = 1, Feature = 2, Answer = 3, Drop = 4, Stop = 5 };
+
+/// One framed message. `k`: the layer of a Feature, the part of a Request (-1: standalone).
+struct Message {
+  MessageType type = MessageType::Request;
+  int64_t id = 0;
+  int64_t attempt = 0;
+  int64_t k = 0;
+  uint64_t mask = 0;        // the config of a Request or Answer
+  torch::Tensor payload;    // float32, up to 4-D; undefined when none
+};
+
+/// The cluster's store: the server (the dispatcher) or a client connection to it.
+/// Throws `std::runtime_error` naming the address when it cannot be reached within
+/// `store_timeout_ms`.
+c10::intrusive_ptr<c10d::Store> open_store(const ClusterOptions& options, bool server);
+/// The address Gloo binds here (`bind_host`, or loopback for a loopback master, or this host's name).
+std::string gloo_host(const ClusterOptions& options);
+/// Store keys: "dydnn/<what>/<rank>".
+std::string key(const std::string& what, int64_t rank);
+/// A store counter's value (0 when missing), without changing it.
+inline int64_t counter(c10d::Store& store, const std::string& k) { return store.add(k, 0); }
+
+/// A Gloo pair. `send` from one thread and `receive` from another may run at once.
+class PairLink {
+ public:
+  /// Rendezvous under `prefix` in `store` (both ends use the same prefix); `rank` 0 is the
+  /// dispatcher, 1 the device; `bytes`, when given, counts
+  /// what goes through the pair both ways. Throws when the other end does not come within the store's timeout.
+  PairLink(const c10::intrusive_ptr<c10d::Store>& store, const std::string& prefix, int rank,
+           const std::string& bind_host, std::chrono::milliseconds op_timeout,
+           std::atomic<int64_t>* bytes = nullptr);
+  ~PairLink();
+  /// Sends one message; throws when the link is broken or the send takes over the op timeout.
+  void send(const Message& m);
+  /// The next message; throws when the link is broken or was aborted.
+  Message receive();
+  /// Unblocks a waiting `receive` (it throws) and makes later calls throw.
+  void abort();
+
+ private:
+  void send_tensor(torch::Tensor t);
+  void receive_into(torch::Tensor& t);
+
+  // Declared before the group so that it outlives it: an aborted receive's buffer stays
+  // registered with the Gloo pair until the pair is closed.
+  c10::intrusive_ptr<c10d::Work> pending_recv_;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
+  int peer_;
+  std::chrono::milliseconds op_timeout_;
+  std::mutex recv_mutex_;
+  std::atomic<bool> aborted_{false};
+  std::atomic<int64_t>* bytes_;  // sent and received, when counted
+};
+
+}  // namespace detail
+}  // namespace dist
+}  // namespace dydnn
