@@ -37,14 +37,14 @@ _ACTIONS = ("kill", "restart")
 
 def serve_binary() -> str:
     """The path of the ``dydnn_serve`` program: ``$DYDNN_SERVE``, else the build tree next
-    to this package (``build/examples/cpp/dist/dydnn_serve``), else ``dydnn_serve`` on PATH.
+    to this package (``build/examples/dydnn_serve``), else ``dydnn_serve`` on PATH.
     Raises ``FileNotFoundError`` saying how to build it when none exists."""
     env = os.environ.get("DYDNN_SERVE")
     if env:
         if not Path(env).is_file():
             raise FileNotFoundError(f"DYDNN_SERVE={env} is not a file")
         return env
-    tree = Path(__file__).resolve().parents[2] / "build" / "examples" / "cpp" / "dist" / "dydnn_serve"
+    tree = Path(__file__).resolve().parents[2] / "build" / "examples" / "dydnn_serve"
     if tree.is_file():
         return str(tree)
     found = shutil.which("dydnn_serve")

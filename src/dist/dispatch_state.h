@@ -39,7 +39,7 @@ struct Slot {
 };
 
 struct Dispatcher::State {
-  nn::DynamicNet net;
+  nn::DynamicNet net{nullptr};
   Mode mode;
   ClusterOptions options;
   Split split;

@@ -280,7 +280,8 @@ Dispatcher::Dispatcher(nn::DynamicNet net, Mode mode, ClusterOptions options, st
   st.split = split_for(*net, mode);
   st.request_timeout = request_timeout;
   st.server = detail::open_store(options, true);
-  st.server->set("dydnn/mode", std::vector<uint8_t>(to_string(mode).begin(), to_string(mode).end()));
+  const std::string mode_name = to_string(mode);
+  st.server->set("dydnn/mode", std::vector<uint8_t>(mode_name.begin(), mode_name.end()));
   for (int64_t r = 1; r < options.world_size; ++r) {
     auto s = std::make_unique<Slot>();
     s->rank = r;

@@ -22,7 +22,7 @@ RUN_TIMEOUT = 90
 
 @pytest.fixture(scope="module")
 def binary():
-    return str(built_program("examples/cpp/dist/dydnn_serve"))
+    return str(built_program("examples/dydnn_serve"))
 
 
 def _write_idx(path, images: np.ndarray):
