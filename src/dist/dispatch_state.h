@@ -7,6 +7,7 @@
 #include <dydnn/dist/dispatcher.h>
 
 #include <condition_variable>
+#include <optional>
 #include <deque>
 #include <set>
 #include <thread>
@@ -22,7 +23,6 @@ struct PendingRequest {
   torch::Tensor input;  // [1, C, H, W]
   int64_t attempt = 0;  // the current assignment; answers of older ones are dropped
   std::vector<size_t> slots;  // the slots working on it now (empty: waiting)
-  Clock::time_point queued;
 };
 
 // One device rank: its current pair generation, what it holds, what waits to be sent.
@@ -60,6 +60,8 @@ struct Dispatcher::State {
   std::atomic<bool> stopping{false};
   bool stopped = false;
   std::thread watchdog;
+  // Since when no device (or pair) could take a request; unset while one can.
+  std::optional<Clock::time_point> incapable_since;
 
   double now_s() const { return std::chrono::duration<double>(Clock::now() - start).count(); }
   // Hands waiting requests to devices with room, by the mode's rules. Lock held.
@@ -69,8 +71,10 @@ struct Dispatcher::State {
   void on_message(size_t slot, int64_t gen, detail::Message m);
   // Pairs with each (re)joining generation of a device, watches its heartbeat.
   void manage(size_t slot);
-  // Answers with an error what no device could take for `request_timeout`.
+  // Answers with an error what waits while no device could take it for `request_timeout`.
   void expire();
+  // Whether some device (HT, a survivor) or both (the fused modes) can take requests now. Lock held.
+  bool capable() const;
 
  private:
   void assign(int64_t id, PendingRequest& r, const std::vector<size_t>& to);

@@ -239,32 +239,44 @@ void Dispatcher::State::manage(size_t index) {
   }
 }
 
+bool Dispatcher::State::capable() const {
+  int64_t up = 0;
+  for (const auto& s : slots) {
+    if (!s->up) continue;
+    ++up;
+    if (!split.standalone[static_cast<size_t>(s->part)].empty()) return true;
+  }
+  return mode != Mode::HighThroughput && up == 2;
+}
+
 void Dispatcher::State::expire() {
   while (!stopping) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
     std::lock_guard<std::mutex> lock(mutex);
     const auto now = Clock::now();
-    while (!pending.empty()) {
-      auto r = requests.find(pending.front());
-      if (r == requests.end() || !r->second.slots.empty()) {
-        pending.pop_front();
-        continue;
-      }
-      if (now - r->second.queued < request_timeout) break;
+    if (capable()) {
+      incapable_since.reset();
+      continue;
+    }
+    if (!incapable_since) incapable_since = now;
+    if (now - *incapable_since < request_timeout) continue;
+    const auto up = std::count_if(slots.begin(), slots.end(), [](auto& s) { return s->up; });
+    for (int64_t id : pending) {
+      auto r = requests.find(id);
+      if (r == requests.end() || !r->second.slots.empty()) continue;
       Answer a;
-      a.id = r->first;
+      a.id = id;
       a.attempts = r->second.attempt;
       a.time_s = now_s();
-      a.error = fmt::format("no device could serve it for {} ms (mode {}, {} of {} devices up)", request_timeout.count(),
-                            to_string(mode), std::count_if(slots.begin(), slots.end(), [](auto& s) { return s->up; }),
-                            slots.size());
-      answered_ids.insert(r->first);
+      a.error = fmt::format("no device could serve it for {} ms (mode {}, {} of {} devices up)",
+                            request_timeout.count(), to_string(mode), up, slots.size());
+      answered_ids.insert(id);
       requests.erase(r);
-      pending.pop_front();
       ++counts.answered;
       answers.push_back(std::move(a));
-      answers_cv.notify_all();
     }
+    pending.clear();
+    answers_cv.notify_all();
   }
 }
 
@@ -327,7 +339,6 @@ void Dispatcher::submit(int64_t id, const torch::Tensor& input) {
                     "request id {} was already submitted (valid: a new id)", id);
   PendingRequest r;
   r.input = input.to(torch::kFloat).unsqueeze(0).contiguous();
-  r.queued = Clock::now();
   st.requests.emplace(id, std::move(r));
   st.pending.push_back(id);
   ++st.counts.submitted;

@@ -23,8 +23,8 @@ struct Answer {
   std::string config;
   /// `[classes]` logits; undefined with `error`.
   torch::Tensor logits;
-  /// Why the request could not be answered (only when no device can serve it for
-  /// `request_timeout`); empty otherwise.
+  /// Why the request could not be answered (only when no device, or no pair the mode
+  /// needs, could serve for `request_timeout`: the Static baseline after a loss); empty otherwise.
   std::string error;
   /// How many times it was sent (1 + resubmissions after a device was lost).
   int64_t attempts = 0;
