@@ -61,8 +61,12 @@ PairLink::~PairLink() { abort(); }
 
 void PairLink::send_tensor(torch::Tensor t) {
   std::vector<at::Tensor> v{std::move(t)};
-  auto work = group_->send(v, peer_, kTag);
-  if (!work->wait(op_timeout_)) throw std::runtime_error("[dydnn.dist] send aborted");
+  // Completed sends leave from the front; a full queue waits for its oldest (bounded).
+  while (!sends_.empty() && (sends_.front()->isCompleted() || sends_.size() >= kMaxOutstanding)) {
+    if (!sends_.front()->wait(op_timeout_)) throw std::runtime_error("[dydnn.dist] send aborted");
+    sends_.pop_front();
+  }
+  sends_.push_back(group_->send(v, peer_, kTag));
   if (bytes_) *bytes_ += static_cast<int64_t>(v[0].numel() * v[0].element_size());
 }
 

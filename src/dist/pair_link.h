@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <string>
 
@@ -50,7 +51,9 @@ class PairLink {
            const std::string& bind_host, std::chrono::milliseconds op_timeout,
            std::atomic<int64_t>* bytes = nullptr);
   ~PairLink();
-  /// Sends one message; throws when the link is broken or the send takes over the op timeout.
+  /// Queues one message (sends complete in order, asynchronously: a message does not wait for
+  /// the one before to be received); throws when the link is broken or more than
+  /// `kMaxOutstanding` sends have waited over the op timeout.
   void send(const Message& m);
   /// The next message; throws when the link is broken or was aborted.
   Message receive();
@@ -59,11 +62,13 @@ class PairLink {
 
  private:
   void send_tensor(torch::Tensor t);
+  static constexpr size_t kMaxOutstanding = 64;
   void receive_into(torch::Tensor& t);
 
   // Declared before the group so that it outlives it: an aborted receive's buffer stays
   // registered with the Gloo pair until the pair is closed.
   c10::intrusive_ptr<c10d::Work> pending_recv_;
+  std::deque<c10::intrusive_ptr<c10d::Work>> sends_;  // posted, maybe not yet completed (they hold their tensors)
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
   int peer_;
   std::chrono::milliseconds op_timeout_;

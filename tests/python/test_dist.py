@@ -103,8 +103,9 @@ def _events(report, kind, rank):
 @pytest.mark.parametrize("mode,killed,survivor_config", [("ht", 2, "AB"), ("ha", 1, "CD"), ("ha", 2, "AB")])
 def test_kill_and_rejoin_answers_every_request_once(models, tmp_path, binary, mode, killed, survivor_config):
     cluster = _cluster(models, "cross", mode, tmp_path)
-    n = 6000
-    report = cluster.run(["--images", str(models["images"]), "--repeat", "50"],
+    repeat = 50 if mode == "ht" else 13  # a few seconds of requests, past the rejoin
+    n = 120 * repeat
+    report = cluster.run(["--images", str(models["images"]), "--repeat", str(repeat)],
                          actions=[(0.3, "kill", killed), (1.0, "restart", killed)], logits=tmp_path / "l.bin",
                          timeout=RUN_TIMEOUT)
     counts = _check_answers(report, models, "cross", tmp_path / "l.bin", n)
@@ -178,7 +179,7 @@ def test_rank_out_of_range_and_unreachable_store_are_clear_errors(models, binary
 
 def test_ht_needs_a_fluid_model(models, tmp_path, binary):
     with pytest.raises(RuntimeError, match="mode 'ht' needs a fluid model with two islands"):
-        _cluster(models, "dynamic", "ht", tmp_path).run(["--random", "5"], timeout=RUN_TIMEOUT)
+        _cluster(models, "dynamic", "ht", tmp_path, store_timeout_ms=1000).run(["--random", "5"], timeout=RUN_TIMEOUT)
 
 
 def test_local_cluster_checks_its_arguments(models):
