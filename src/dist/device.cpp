@@ -195,13 +195,14 @@ int run_device(nn::DynamicNet net, const ClusterOptions& options) {
   log(rank, fmt::format("part {} of '{}' ({}; mode {}, flow {})", part, net->spec().name,
                         split.parts[static_cast<size_t>(part)].name(), to_string(mode), to_string(split.flow)));
   const auto op_timeout = std::chrono::milliseconds(options.failure_timeout_ms * 4);
+  const int64_t frame = detail::max_payload(*net);
   for (;;) {
     if (store->check({"dydnn/stop"})) return 0;
     const int64_t gen = store->add(detail::key("gen", rank), 1);
     std::unique_ptr<detail::PairLink> link;
     try {
       link = std::make_unique<detail::PairLink>(store, fmt::format("dydnn/pair/{}/{}/", rank, gen), 1,
-                                                detail::gloo_host(options), op_timeout);
+                                                detail::gloo_host(options), op_timeout, frame);
     } catch (const std::exception& e) {
       if (store->check({"dydnn/stop"})) return 0;
       log(rank, fmt::format("generation {}: no pair ({}), trying again", gen, std::string(e.what()).substr(0, 200)));

@@ -43,6 +43,7 @@ struct Dispatcher::State {
   Mode mode;
   ClusterOptions options;
   Split split;
+  int64_t max_payload = 0;  // floats per frame (detail::max_payload)
   std::chrono::milliseconds request_timeout;
   c10::intrusive_ptr<c10d::Store> server;
   Clock::time_point start = Clock::now();

@@ -156,7 +156,7 @@ void Dispatcher::State::manage(size_t index) {
       std::unique_ptr<detail::PairLink> link;
       try {
         link = std::make_unique<detail::PairLink>(store, fmt::format("dydnn/pair/{}/{}/", s.rank, gen), 0,
-                                                  detail::gloo_host(options), op_timeout, &bytes);
+                                                  detail::gloo_host(options), op_timeout, max_payload, &bytes);
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> lock(mutex);
         events.push_back({now_s(), "join-failed", s.rank, first_line(e.what())});
@@ -290,6 +290,7 @@ Dispatcher::Dispatcher(nn::DynamicNet net, Mode mode, ClusterOptions options, st
   st.mode = mode;
   st.options = options;
   st.split = split_for(*net, mode);
+  st.max_payload = detail::max_payload(*net);
   st.request_timeout = request_timeout;
   st.server = detail::open_store(options, true);
   const std::string mode_name = to_string(mode);

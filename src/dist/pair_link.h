@@ -15,6 +15,9 @@
 #include <string>
 
 namespace dydnn {
+namespace nn {
+class DynamicNetImpl;
+}
 namespace dist {
 namespace detail {
 
@@ -41,14 +44,23 @@ std::string key(const std::string& what, int64_t rank);
 /// A store counter's value (0 when missing), without changing it.
 inline int64_t counter(c10d::Store& store, const std::string& k) { return store.add(k, 0); }
 
-/// A Gloo pair. `send` from one thread and `receive` from another may run at once.
+/// The largest payload (floats) a message of `net` carries at batch 1: the image, any
+/// layer's output at the full config, the logits. Both ends size their frames by it.
+int64_t max_payload(nn::DynamicNetImpl& net);
+
+/// A Gloo pair. Every message is one fixed-size frame (header and payload), and the
+/// receiving end always has `kPosted` receives posted: a sender never waits for the peer
+/// to post one. (Two transfers per message, with the payload's receive posted only after
+/// its header arrived, kept Gloo's send queue waiting and cost ~10x the throughput.)
+/// `send` from one thread and `receive` from another may run at once.
 class PairLink {
  public:
   /// Rendezvous under `prefix` in `store` (both ends use the same prefix); `rank` 0 is the
-  /// dispatcher, 1 the device; `bytes`, when given, counts
-  /// what goes through the pair both ways. Throws when the other end does not come within the store's timeout.
+  /// dispatcher, 1 the device; frames hold up to `max_payload` floats; `bytes`, when given,
+  /// counts what the messages hold (header and payload, not the frames' padding) both ways.
+  /// Throws when the other end does not come within the store's timeout.
   PairLink(const c10::intrusive_ptr<c10d::Store>& store, const std::string& prefix, int rank,
-           const std::string& bind_host, std::chrono::milliseconds op_timeout,
+           const std::string& bind_host, std::chrono::milliseconds op_timeout, int64_t max_payload,
            std::atomic<int64_t>* bytes = nullptr);
   ~PairLink();
   /// Queues one message (sends complete in order, asynchronously: a message does not wait for
@@ -61,17 +73,24 @@ class PairLink {
   void abort();
 
  private:
-  void send_tensor(torch::Tensor t);
+  struct Posted {
+    c10::intrusive_ptr<c10d::Work> work;
+    torch::Tensor frame;
+  };
+  void post_receive();  // recv_mutex_ held
   static constexpr size_t kMaxOutstanding = 64;
-  void receive_into(torch::Tensor& t);
+  static constexpr size_t kPosted = 8;
+  static constexpr int64_t kHeader = 10;  // type, id, attempt, k, mask, ndim, 4 dims
+  static constexpr int64_t kHeaderBytes = kHeader * 8;
 
-  // Declared before the group so that it outlives it: an aborted receive's buffer stays
+  // Declared before the group so that they outlive it: an aborted receive's buffer stays
   // registered with the Gloo pair until the pair is closed.
-  c10::intrusive_ptr<c10d::Work> pending_recv_;
+  std::deque<Posted> receives_;
   std::deque<c10::intrusive_ptr<c10d::Work>> sends_;  // posted, maybe not yet completed (they hold their tensors)
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group_;
   int peer_;
   std::chrono::milliseconds op_timeout_;
+  int64_t frame_bytes_;
   std::mutex recv_mutex_;
   std::atomic<bool> aborted_{false};
   std::atomic<int64_t>* bytes_;  // sent and received, when counted

@@ -15,6 +15,7 @@
 #include <dydnn/dist/device.h>
 #include <dydnn/dist/dispatcher.h>
 #include <dydnn/io/artifact.h>
+#include <dydnn/runtime/allocator.h>
 
 #include <torch/torch.h>
 
@@ -280,6 +281,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    dydnn::runtime::retain_freed_memory();
     torch::set_num_threads(static_cast<int>(o.threads));
     auto artifact = dydnn::io::load(o.model);
     artifact.net->eval();
