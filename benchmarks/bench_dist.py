@@ -70,11 +70,11 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="build/bench", help="directory for dist.json (default: %(default)s)")
     p.add_argument("--docs", default=None, help="also write dist_benchmark.md and dist_timeline.png here")
-    p.add_argument("--train-limit", type=int, default=10000, help="training images (default: %(default)s)")
+    p.add_argument("--train-limit", type=int, default=6000, help="training images (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per stage (default: %(default)s)")
     p.add_argument("--test-limit", type=int, default=5000, help="test images served for accuracy (default: %(default)s)")
     p.add_argument("--requests", type=int, default=12000, help="requests per throughput run (default: %(default)s)")
-    p.add_argument("--timeline-seconds", type=float, default=4.0, help="length of a timeline run (default: %(default)s)")
+    p.add_argument("--timeline-seconds", type=float, default=6.0, help="length of a timeline run (default: %(default)s)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: proves the benchmark runs")
     return p.parse_args(argv)
 
@@ -152,7 +152,7 @@ def plot(timelines: dict, path: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.smoke:
-        args.train_limit, args.test_limit, args.requests, args.timeline_seconds = 300, 200, 400, 1.5
+        args.train_limit, args.test_limit, args.requests, args.timeline_seconds = 300, 200, 400, 2.0
     out = Path(args.out) / ("dist_smoke" if args.smoke else "dist")
     out.mkdir(parents=True, exist_ok=True)
     labels = ddata.read_idx(TEST_LABELS).astype(np.int64)
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         n = int(rate * args.timeline_seconds)
         s = args.timeline_seconds
         r = run_cluster(models["fluid_cross"]["path"], mode, 2, ["--random", str(max(n, 100))], out / "logs" / f"tl_{mode}",
-                        actions=[(0.3 * s, "kill", 2), (0.6 * s, "restart", 2)])
+                        actions=[(0.25 * s, "kill", 2), (0.4 * s, "restart", 2)])
         tl = timeline(r)
         tl.update(exactly_once=r["exactly_once"], requests=r["requests"], resubmitted=r["resubmitted"],
                   duplicates=r["duplicates"], configs=r["configs"])

@@ -103,10 +103,9 @@ def _events(report, kind, rank):
 @pytest.mark.parametrize("mode,killed,survivor_config", [("ht", 2, "AB"), ("ha", 1, "CD"), ("ha", 2, "AB")])
 def test_kill_and_rejoin_answers_every_request_once(models, tmp_path, binary, mode, killed, survivor_config):
     cluster = _cluster(models, "cross", mode, tmp_path)
-    repeat = 50 if mode == "ht" else 13  # a few seconds of requests, past the rejoin
-    n = 120 * repeat
-    report = cluster.run(["--images", str(models["images"]), "--repeat", str(repeat)],
-                         actions=[(0.3, "kill", killed), (1.0, "restart", killed)], logits=tmp_path / "l.bin",
+    n = 120 * 40  # 6 s of requests at 800 a second: the device restarts at 1 s and rejoins well before the end
+    report = cluster.run(["--images", str(models["images"]), "--repeat", "40", "--rate", "800"],
+                         actions=[(0.5, "kill", killed), (1.0, "restart", killed)], logits=tmp_path / "l.bin",
                          timeout=RUN_TIMEOUT)
     counts = _check_answers(report, models, "cross", tmp_path / "l.bin", n)
     assert report["errors"] == 0

@@ -32,7 +32,7 @@ using dydnn::detail::parse_integer;
 struct Options {
   std::string role, model, mode = "ht", images, report, logits;
   int64_t limit = -1, repeat = 1, random = 0, seed = 0, threads = 1, wait_devices_ms = 30000, devices = -1,
-          request_timeout_ms = 30000, backlog = 256;
+          request_timeout_ms = 30000, backlog = 256, rate = 0;
   bool stream = false, quiet = false;
   dydnn::dist::ClusterOptions cluster;
 };
@@ -41,7 +41,7 @@ const char* kUsage =
     "usage: dydnn_serve --role device --model M [cluster options]\n"
     "       dydnn_serve --role dispatcher --model M [--mode ht|ha|static|dynamic]\n"
     "                   (--images IDX [--limit N] [--repeat K] | --random N [--seed S] | --stream)\n"
-    "                   [--devices N] [--wait-devices-ms T] [--request-timeout-ms T] [--backlog N]\n"
+    "                   [--rate R] [--devices N] [--wait-devices-ms T] [--request-timeout-ms T] [--backlog N]\n"
     "                   [--report FILE.json] [--logits FILE] [--quiet] [cluster options]\n"
     "cluster options (else RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): --rank R --world-size W\n"
     "       --master-addr A --master-port P --heartbeat-ms T --failure-timeout-ms T --store-timeout-ms T\n"
@@ -72,6 +72,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--wait-devices-ms") o.wait_devices_ms = parse_integer(a, value(), 1);
     else if (a == "--request-timeout-ms") o.request_timeout_ms = parse_integer(a, value(), 1);
     else if (a == "--backlog") o.backlog = parse_integer(a, value(), 1);
+    else if (a == "--rate") o.rate = parse_integer(a, value(), 1);
     else if (a == "--stream") o.stream = true;
     else if (a == "--quiet") o.quiet = true;
     else if (a == "--rank") c.rank = parse_integer(a, value(), 0);
@@ -192,12 +193,15 @@ int run_dispatcher(const Options& o, dydnn::io::Artifact& a) {
   const int64_t total = requests.defined() ? requests.size(0) : -1;
   for (;;) {
     if (total >= 0) {
-      while (submitted < total && submitted - static_cast<int64_t>(answers.size()) < o.backlog) {
+      // --rate: requests arrive R a second (else as fast as answers leave room in the backlog).
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const int64_t due = o.rate > 0 ? static_cast<int64_t>(elapsed * double(o.rate)) + 1 : total;
+      while (submitted < std::min(total, due) && submitted - static_cast<int64_t>(answers.size()) < o.backlog) {
         d.submit(submitted, requests[submitted]);
         ++submitted;
       }
     }
-    auto ans = d.next_answer(std::chrono::milliseconds(50));
+    auto ans = d.next_answer(std::chrono::milliseconds(o.rate > 0 ? 1 : 50));
     print_events();
     if (ans) {
       std::lock_guard<std::mutex> lock(submit_mutex);
