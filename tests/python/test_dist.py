@@ -201,3 +201,18 @@ def test_cli_serve(models, tmp_path, binary, capsys):
     assert "50 of 50 requests" in out and "every request answered exactly once: yes" in out
     assert main(["serve", str(models["cross"][0]), "--kill", "3@0.1"]) == 2
     assert "--kill '3@0.1' (valid: RANK@SECONDS, RANK 1 or 2" in capsys.readouterr().err
+
+
+def test_kill_one_device_then_the_other_in_one_run(models, tmp_path, binary):
+    cluster = _cluster(models, "cross", "ha", tmp_path)
+    n = 120 * 60  # 9 s at 800 a second
+    actions = [(0.5, "kill", 2), (1.0, "restart", 2), (4.5, "kill", 1), (5.0, "restart", 1)]
+    report = cluster.run(["--images", str(models["images"]), "--repeat", "60", "--rate", "800"], actions=actions,
+                         logits=tmp_path / "l.bin", timeout=RUN_TIMEOUT)
+    counts = _check_answers(report, models, "cross", tmp_path / "l.bin", n)
+    downs = [e for e in report["events"] if e["kind"] == "down"]
+    assert [e["rank"] for e in downs] == [2, 1], report["events"]
+    for (kill_at, _, _), e in zip([a for a in report["actions"] if a[1] == "kill"], downs):
+        assert 0 <= report["unix_zero"] + e["t"] - kill_at < 1.0
+    assert counts["AB"] > 0 and counts["CD"] > 0 and counts["ABCD"] > 0, counts
+    assert report["errors"] == 0
