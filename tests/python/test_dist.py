@@ -3,10 +3,8 @@
 Every run has a hard timeout (LocalCluster.run's, subprocess's): a hang fails the test.
 """
 import gzip
-import signal
 import struct
 import subprocess
-import sys
 from collections import Counter
 
 import numpy as np

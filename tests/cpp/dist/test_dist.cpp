@@ -205,3 +205,18 @@ TEST_CASE("a dispatcher and two device threads answer like the single-process mo
     CHECK(results == std::vector<int>{0, 0});
   }
 }
+
+TEST_CASE("features and forward_head compose to forward; forward_block names bad layers", "[dist]") {
+  for (const std::string conn : {"fluid islands=0,1/2,3 cross=off", "incremental"}) {
+    auto net = make_net(conn);
+    const auto x = torch::randn({2, 1, 12, 12});
+    c10::InferenceMode im;
+    for (const auto& c : net->configs()) {
+      INFO(conn << " config " << c.name());
+      CHECK(torch::allclose(net->forward_head(net->features(x, c), c), net->forward(x, c), 1e-6, 1e-6));
+    }
+    CHECK_THROWS_WITH(net->forward_block(3, x, net->configs().back()), Catch::Contains("layer 3 (valid: 0..2)"));
+    CHECK_THROWS_WITH(net->forward_head(torch::zeros({2, 5}), net->configs().back()),
+                      Catch::Contains("expects features [N, "));
+  }
+}
