@@ -41,7 +41,7 @@ from . import export as _export
 from . import io as _io
 from . import plots
 from . import runtime as _runtime
-from . import runtime as _runtime
+from . import serve as _serve
 from .nn import DynamicNet, NetSpec, _load_spec
 from .specs import available_specs
 from .train import METHODS, Trainer, write_results
@@ -108,7 +108,7 @@ def _positive(text: str) -> int:
 
 # -- the parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    """The ``dydnn`` argument parser (subcommands ``train``, ``eval``, ``plot``, ``info`` and ``export``)."""
+    """The ``dydnn`` argument parser (subcommands ``train``, ``eval``, ``plot``, ``info``, ``export``, ``profile``, ``run`` and ``serve``)."""
     parser = _Parser(
         prog="dydnn",
         description=("Train, evaluate and plot dynamic DNNs: one set of weights, many sub-networks (configs); "
@@ -299,7 +299,53 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dwell", type=float, default=0.0, metavar="S", help="minimum time between switches (default: 0)")
     _data_arguments(r, train=False)
     r.set_defaults(func=_cmd_run, test_limit_default=1000)
+
+    # serve
+    sv = commands.add_parser(
+        "serve", help="distributed Fluid serving: a dispatcher and one device process per island",
+        description=("Serve requests with a dispatcher and one device process per island on this host\n"
+                     "(torch.distributed's TCPStore and Gloo over loopback; the C++ program dydnn_serve).\n"
+                     "Modes: ht (each device answers different requests with its island), ha (both islands\n"
+                     "on every request; late or cross fusion, as the model was trained), static and dynamic\n"
+                     "(the baselines). --kill and --restart kill -9 a device and start it again while the\n"
+                     "requests flow. Prints throughput, the configs that answered, the device events and\n"
+                     "whether every request was answered exactly once. Across hosts, run dydnn_serve on\n"
+                     "each (docs/distributed.md)."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=("examples:\n"
+                "  dydnn serve runs/fluid/model.dydnn --mode ht --random 5000\n"
+                "  dydnn serve runs/fluid/model.dydnn --mode ha --limit 2000 --kill 2@0.5 --restart 2@1.5"))
+    sv.add_argument("model", metavar="MODEL", help="a model file (a fluid model for ht and ha)")
+    sv.add_argument("--mode", choices=_serve.MODES, default="ht", help="serving mode (default: ht)")
+    sv.add_argument("--devices", type=int, choices=(1, 2), default=2, help="device processes (default: 2)")
+    sv.add_argument("--random", type=_positive, metavar="N", help="serve N random images instead of test images")
+    sv.add_argument("--images", metavar="IDX", help="an IDX image file (default: the Fashion-MNIST test images)")
+    sv.add_argument("--limit", type=_positive, metavar="N", help="serve the first N images only")
+    sv.add_argument("--kill", action="append", default=[], type=_serve_action("kill"), metavar="RANK@S",
+                    help="kill -9 device RANK S seconds after serving began (repeatable)")
+    sv.add_argument("--restart", action="append", default=[], type=_serve_action("restart"), metavar="RANK@S",
+                    help="start device RANK again S seconds after serving began (repeatable)")
+    sv.add_argument("--failure-timeout-ms", type=_positive, default=500, metavar="MS",
+                    help="a device whose heartbeat stops this long is lost (default: 500)")
+    sv.add_argument("--heartbeat-ms", type=_positive, default=50, metavar="MS", help="heartbeat period (default: 50)")
+    sv.add_argument("--window", type=_positive, default=4, metavar="N", help="requests in flight per device (default: 4)")
+    sv.add_argument("--report", metavar="JSON", help="write the dispatcher's report here")
+    sv.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up after S seconds (default: 600)")
+    sv.set_defaults(func=_cmd_serve)
     return parser
+
+
+def _serve_action(kind: str):
+    def parse(text: str):
+        rank, sep, at = text.partition("@")
+        try:
+            r, t = int(rank), float(at)
+        except ValueError:
+            r, t = -1, -1.0
+        if not sep or r not in (1, 2) or not t >= 0:
+            raise argparse.ArgumentTypeError(f"--{kind} '{text}' (valid: RANK@SECONDS, RANK 1 or 2, SECONDS >= 0)")
+        return (t, kind, r)
+    return parse
 
 
 def _data_arguments(parser: argparse.ArgumentParser, train: bool) -> None:
@@ -715,6 +761,38 @@ def _cmd_run(args) -> int:
                           windows=windows)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _cmd_serve(args) -> int:
+    if args.random is not None and (args.images or args.limit):
+        raise CommandError("--random excludes --images and --limit")
+    if args.random is not None:
+        source = ["--random", str(args.random)]
+    else:
+        images = args.images or str(_data.FASHION_MNIST_ROOT / "t10k-images-idx3-ubyte.gz")
+        source = ["--images", images] + (["--limit", str(args.limit)] if args.limit else [])
+    cluster = _serve.LocalCluster(args.model, mode=args.mode, devices=args.devices,
+                                  failure_timeout_ms=args.failure_timeout_ms, heartbeat_ms=args.heartbeat_ms,
+                                  window=args.window)
+    report = cluster.run(source, actions=args.kill + args.restart, timeout=args.timeout)
+    ids = [a[0] for a in report["answers"]]
+    once = len(ids) == len(set(ids)) == report["requests"]
+    configs = ", ".join(f"{k} {v}" for k, v in sorted(report["configs"].items()))
+    print(f"mode {report['mode']} ({report['flow']}): {report['answered']} of {report['requests']} requests in "
+          f"{report['seconds']:.2f} s, {report['throughput']:.0f} req/s; configs: {configs}; "
+          f"{report['bytes_per_inference']:.0f} bytes/inference")
+    kills = [t for t, what, _ in report["actions"] if what == "kill"]
+    for e in report["events"]:
+        line = f"  t={e['t']:.3f} s device {e['rank']} {e['kind']} ({e['detail']})"
+        if e["kind"] == "down" and kills:
+            line += f", {1000 * (report['unix_zero'] + e['t'] - kills.pop(0)):.1f} ms after the kill"
+        print(line)
+    print(f"every request answered exactly once: {'yes' if once else 'NO'} "
+          f"(resubmitted {report['resubmitted']}, duplicates dropped {report['duplicates']})")
+    if args.report:
+        Path(args.report).write_text(json.dumps(report))
+        print(f"wrote {args.report}")
+    return 0 if once and report["errors"] == 0 else 1
 
 
 # -- entry point --------------------------------------------------------------------------

@@ -173,6 +173,48 @@ torch::Tensor DynamicNetImpl::run_split(const torch::Tensor& input, Config confi
   return run_head(torch::cat({xf, xt}, 1), config);
 }
 
+torch::Tensor DynamicNetImpl::forward_block(int64_t k, const torch::Tensor& input, Config config, Config rows) {
+  DYDNN_CHECK_INDEX(k >= 0 && k < num_blocks(), "nn", "DynamicNet '{}': layer {} (valid: 0..{})", spec_.name, k,
+                    num_blocks() - 1);
+  check_config(config);
+  DYDNN_CHECK_VALUE(input.defined(), "nn", "DynamicNet: the input tensor is undefined");
+  if (rows.empty()) rows = config;
+  DYDNN_CHECK_VALUE(config.includes(rows), "nn", "DynamicNet '{}': rows {} are not a subset of config {}", spec_.name,
+                    rows.to_string(), config.to_string());
+  auto& b = blocks_[static_cast<size_t>(k)];
+  torch::Tensor x = input;
+  if (b.linear && x.dim() != 2) x = x.flatten(1);
+  if (rows == config) {
+    if (b.conv) {
+      x = b.conv->forward(x, config);
+      if (b.bn) x = b.bn->forward(x, config);
+    } else {
+      x = b.linear->forward(x, config);
+    }
+  } else if (b.conv) {
+    x = b.conv->forward_rows(x, config, rows);
+    if (b.bn) x = b.bn->forward_groups(x, config, rows);
+  } else {
+    x = b.linear->forward_rows(x, config, rows);
+  }
+  return finish_block(b, x);
+}
+
+torch::Tensor DynamicNetImpl::features(const torch::Tensor& input, Config config) {
+  check_config(config);
+  torch::Tensor x = input;
+  for (int64_t k = 0; k < num_blocks(); ++k) x = forward_block(k, x, config);
+  return x.dim() == 2 ? x : x.flatten(1);
+}
+
+torch::Tensor DynamicNetImpl::forward_head(const torch::Tensor& features, Config config) {
+  check_config(config);
+  DYDNN_CHECK_VALUE(features.defined() && features.dim() == 2 && features.size(1) == head_groups_.channels_in(config),
+                    "nn", "DynamicNet '{}': head at {} expects features [N, {}] (got [{}])", spec_.name, config.name(),
+                    head_groups_.channels_in(config), features.defined() ? fmt::format("{}", fmt::join(features.sizes(), ", ")) : "undefined");
+  return run_head(features, config);
+}
+
 Config DynamicNetImpl::frozen_part(Config config) const {
   check_config(config);
   auto any_trainable = [](const std::vector<torch::Tensor>& ts) {

@@ -12,6 +12,7 @@
 // `id=ID config=NAME class=K latency_us=T`, or `id=ID error=...` for a bad request (the
 // stream goes on).
 #include <dydnn/data/idx.h>
+#include <dydnn/detail/parse.h>
 #include <dydnn/io/artifact.h>
 #include <dydnn/runtime/allocator.h>
 #include <dydnn/runtime/latency.h>
@@ -41,18 +42,8 @@ const char* kUsage =
     "                          [--warmup N] [--all-configs] [--logits FILE] [--info] [--quiet]\n"
     "       dydnn_deploy MODEL --stream [--config NAME]   (lines 'ID [config=NAME] P1 ... Pn' on stdin)\n";
 
-// A whole-token integer with a minimum, or an error naming the option and the value.
 int64_t integer(const std::string& option, const std::string& text, int64_t min_value) {
-  size_t used = 0;
-  int64_t v = 0;
-  try {
-    v = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || v < min_value)
-    throw std::invalid_argument(option + " '" + text + "' (valid: an integer >= " + std::to_string(min_value) + ")");
-  return v;
+  return dydnn::detail::parse_integer(option, text, min_value);
 }
 
 Options parse(int argc, char** argv) {

@@ -49,6 +49,24 @@ class DynamicNetImpl : public torch::nn::Module {
   /// Logits at `config` (validated), leaving the current config unchanged.
   torch::Tensor forward(const torch::Tensor& input, Config config);
 
+  /// The number of layers of the spec (each is one `forward_block` step).
+  int64_t num_blocks() const { return static_cast<int64_t>(blocks_.size()); }
+  /// Runs layer `k` alone (conv or linear, its BN, ReLU and pooling) at `config`,
+  /// computing only the output groups `rows` (a subset of `config`; all of them when
+  /// empty). `input` holds every group of `config` in channel order
+  /// (the image for layer 0); shapes `[N, C_in, H, W]` (or `[N, F]` for a linear layer,
+  /// flattened here when needed) -> `[N, channels of rows, H', W']`. What distributed
+  /// inference runs when each device holds some of the groups. Throws `IndexError` for
+  /// `k` outside [0, num_blocks()) and `ValueError` for an invalid config.
+  torch::Tensor forward_block(int64_t k, const torch::Tensor& input, Config config, Config rows = Config());
+  /// The features the head reads at `config` (validated): every layer run, then
+  /// flattened, `[N, C, H, W]` -> `[N, F]`. `forward(x, c)` is
+  /// `forward_head(features(x, c), c)`.
+  torch::Tensor features(const torch::Tensor& input, Config config);
+  /// The head at `config` (validated) on `features` `[N, F]` (groups in channel order,
+  /// e.g. the two islands' features concatenated: late fusion) -> logits `[N, classes]`.
+  torch::Tensor forward_head(const torch::Tensor& features, Config config);
+
   /// The parameters `config` uses (allowed blocks of its groups, their biases and
   /// BN affine parameters, its head), as a count of numbers.
   int64_t parameter_count(Config config) const;

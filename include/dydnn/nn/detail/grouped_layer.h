@@ -42,6 +42,20 @@ class GroupedLayerImpl : public torch::nn::Cloneable<Derived> {
   /// input at `config`, with autograd: the trainable part of a split training forward.
   torch::Tensor forward_rows(const torch::Tensor& input, Config config, Config rows) {
     options.connectivity().check_valid(config, Derived::kName);
+    if (!torch::GradMode::is_enabled() && !rows.empty()) {
+      // Inference (a device of distributed serving computing its groups): rows contiguous
+      // in the config's channel order are a view of the cached packed weights; re-packing
+      // per call for autograd cost more than the convolution.
+      const uint64_t low = rows.mask() & (~rows.mask() + 1);  // the lowest row group's bit
+      const uint64_t below = config.mask() & (low - 1);
+      const uint64_t up_to_highest = rows.highest() >= 63 ? ~uint64_t{0} : (uint64_t{2} << rows.highest()) - 1;
+      if ((config.mask() & ~below & up_to_highest) == rows.mask()) {
+        auto [w, b] = weight_.packed_for_inference(config);
+        const int64_t offset = options.out_groups().channels_in(Config(below));
+        const int64_t count = options.out_groups().channels_in(rows);
+        return derived().apply(input, w.narrow(0, offset, count), b.defined() ? b.narrow(0, offset, count) : b);
+      }
+    }
     weight_.invalidate();  // as in a training forward: a step through `.data()` follows
     auto [w, b] = weight_.packed_for_training(config, rows);
     return derived().apply(input, w, b);
