@@ -279,6 +279,20 @@ std::pair<torch::Tensor, torch::Tensor> GroupedWeight::group_for_inference(int64
   return {weight, bias};
 }
 
+std::pair<torch::Tensor, torch::Tensor> GroupedWeight::rows_for_inference(Config config, Config rows) {
+  sync();
+  const Config active_in = layout_.active_in(config);
+  const Config active_out = layout_.active_out(config) & rows;
+  // The storage holds zeros where the mask forbids a block, so the rows over all active
+  // inputs compute exactly what those rows of the packed weight compute.
+  torch::Tensor weight = select_channels(select_channels(storage_, 0, layout_.out_groups, active_out), 1,
+                                         layout_.in_groups, active_in);
+  torch::Tensor bias;
+  if (bias_storage_.defined() && !bias_per_input_group_)
+    bias = select_channels(bias_storage_, 0, layout_.out_groups, active_out);
+  return {weight, bias};
+}
+
 }  // namespace detail
 }  // namespace nn
 }  // namespace dydnn

@@ -78,6 +78,9 @@ class GroupedWeight {
   /// The weight of output group `j` over exactly its inputs at `config`, and its
   /// bias, without autograd (a view for contiguous inputs).
   std::pair<torch::Tensor, torch::Tensor> group_for_inference(int64_t j, Config config);
+  /// The weight and bias of output groups `rows` over every active input at `config`,
+  /// without autograd (views when the channels are contiguous, else gathered copies).
+  std::pair<torch::Tensor, torch::Tensor> rows_for_inference(Config config, Config rows);
   /// Whether any block parameter currently requires a gradient.
   bool requires_grad() const;
   /// The block and bias parameters that `config` uses (only output groups `rows` when
