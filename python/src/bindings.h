@@ -15,6 +15,8 @@ void bind_types(pybind11::module_& m);
 void bind_modules(pybind11::module_& m);
 /// Trainer, stages, metrics, normalisation and the C++ data loaders.
 void bind_train(pybind11::module_& m);
+/// Depth: exits and refinement on DynamicNet (after bind_modules), calibration.
+void bind_depth(pybind11::module_& m);
 /// The model artifact: save/load/describe.
 void bind_io(pybind11::module_& m);
 /// The runtime: selector, ladder, Pareto front, profiler, managers.

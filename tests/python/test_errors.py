@@ -99,7 +99,7 @@ def test_group_spec_errors():
 def test_unknown_names():
     with pytest.raises(ValueError, match=r"Execution: unknown strategy 'fast' \(valid: auto, packed, per_group\)"):
         DynamicConv2d(8, 8, 3, execution="fast")
-    with pytest.raises(ValueError, match=r"unknown spec 'resnet' \(valid: cifar10_alexnet, fashion_mnist_default, fashion_mnist_fluid, "
+    with pytest.raises(ValueError, match=r"unknown spec 'resnet' \(valid: cifar10_alexnet, fashion_mnist_default, fashion_mnist_exits, fashion_mnist_fluid, "
                                          r"mnist_small\)"):
         DynamicNet("resnet")
     with pytest.raises(ValueError, match=r"expected a connectivity name"):
