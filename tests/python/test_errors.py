@@ -111,7 +111,7 @@ HEADER = "dydnn-spec 1\nname t\ninput 1 8 8\nclasses 4\ngroups 2\n"
 
 @pytest.mark.parametrize("text, message", [
     (HEADER + "colour blue\nconv 4 kernel=3\n",
-     r"<spec>:6: unknown key 'colour' \(valid: name, input, classes, groups, connectivity, head, conv, linear, configs\)"),
+     r"<spec>:6: unknown key 'colour' \(valid: name, input, classes, groups, connectivity, head, conv, linear, exit, configs\)"),
     (HEADER.replace("classes 4", "classes ten") + "conv 4\n", r"<spec>:4: classes 'ten' is not an integer"),
     (HEADER + "conv 4 kernel=3x3\n", r"<spec>:6: kernel '3x3' is not an integer"),
     (HEADER + "conv 4 kernel=3 dropout=0.5\n", r"<spec>:6: unknown option 'dropout=0.5' for conv"),
