@@ -97,6 +97,7 @@ bench: python
 	$(BUILD)/benchmarks/bench_governors --out $(BUILD)/bench --docs docs/governors_benchmark.md
 	$(PY) benchmarks/bench_training.py --out $(BUILD)/bench --docs docs/training_benchmark.md
 	$(PY) benchmarks/bench_export.py --out $(BUILD)/bench --docs docs/export_benchmark.md
+	$(PY) benchmarks/bench_depth.py --out $(BUILD)/bench --docs docs/depth_benchmark.md
 
 docs: python
 	$(PY) docs/make_mask_pictures.py
