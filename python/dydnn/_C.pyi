@@ -633,6 +633,9 @@ def profile_net(
     repetitions: int = 200,
     energy: Optional[Callable[[], float]] = None,
     progress: bool = True,
+    exit_points: bool = True,
+    exit_thresholds: List[float] = [],
+    exit_criterion: str = "entropy",
 ) -> List[Dict[str, Any]]: ...
 class EnergyMeter:
     @property
