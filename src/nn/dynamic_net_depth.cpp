@@ -173,6 +173,7 @@ torch::Tensor DynamicNetImpl::refine(ActivationCache& cache, Config config, int6
   torch::NoGradGuard no_grad;
   const Config added(config.mask() & ~cache.config.mask());
   if (added.empty() && exit == cache.exit) return cache.logits;
+  torch::Tensor fresh_last;  // the new groups' output of the last cached layer
   if (!added.empty()) {
     // Old groups never read the new ones, so their cached activations stay; each layer's
     // new groups read the widened output of the layer before.
@@ -188,6 +189,7 @@ torch::Tensor DynamicNetImpl::refine(ActivationCache& cache, Config config, int6
         fresh = b.linear->forward_rows_inference(in.dim() == 2 ? in : in.flatten(1), config, added);
       }
       fresh = finish_block(b, fresh);
+      if (k == done - 1) fresh_last = fresh;
       torch::Tensor& old = cache.blocks[k];
       if (appended) {
         old = torch::cat({old, fresh}, 1);
@@ -211,9 +213,17 @@ torch::Tensor DynamicNetImpl::refine(ActivationCache& cache, Config config, int6
     x = run_block(blocks_[k], x, config);
     cache.blocks.push_back(x);
   }
+  Head& head = heads_[exit];
+  if (exit == cache.exit && fresh_last.defined() && head.linear && spec_.head == HeadKind::Additive) {
+    // The additive head: the old groups' logits stay, the new groups' terms are added.
+    torch::Tensor f = head.avg_pool ? torch::avg_pool2d(fresh_last, head.avg_pool, head.avg_pool) : fresh_last;
+    if (f.dim() != 2) f = f.flatten(1);
+    cache.logits = cache.logits + head.linear->forward_columns_inference(f, config, added);
+  } else {
+    cache.logits = run_head(exit, x, config);
+  }
   cache.config = config;
   cache.exit = exit;
-  cache.logits = run_head(exit, x, config);
   return cache.logits;
 }
 
