@@ -59,10 +59,11 @@ def parse_args(argv=None):
     p.add_argument("--docs", default=None, help="also write a generated markdown page here (not with --smoke)")
     p.add_argument("--results-page", default="docs/results.md",
                    help="with --docs: the page whose depth section is regenerated (default: %(default)s)")
-    p.add_argument("--epochs", default="4,4,3,3", help="epochs per incremental stage (default: %(default)s)")
+    p.add_argument("--epochs", default="3,3,2,2", help="epochs per incremental stage (default: %(default)s)")
     p.add_argument("--exit-weights", default="0.5,1", help="joint loss weight of each exit (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads while measuring (default: 1)")
-    p.add_argument("--train-threads", type=int, default=2, help="intra-op threads while training (default: 2)")
+    p.add_argument("--train-threads", type=int, default=1,
+                   help="intra-op threads while training (default: 1; two stall when other processes share the CPUs)")
     p.add_argument("--latency-images", type=int, default=None, help="test images timed per point (default: 2000)")
     p.add_argument("--target-accuracy", type=float, default=0.95,
                    help="calibration: accuracy of the early exit's answers on validation data (default: 0.95)")
@@ -114,10 +115,13 @@ def trained_net(args, train_data, validation):
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.train_threads)
     net = dydnn.nn.DynamicNet(SPEC)
+    # Checkpoints let an interrupted run continue (rerun the same command).
+    checkpoints = path.parent / (path.stem + "_checkpoints")
     trainer = dydnn.train.Trainer(net, "incremental", epochs=args.epochs, lr=0.05, seed=args.seed,
-                                  exit_weights=args.exit_weights, progress=not args.smoke)
+                                  exit_weights=args.exit_weights, progress=not args.smoke,
+                                  checkpoint_dir=None if args.smoke else checkpoints)
     start = time.perf_counter()
-    trainer.fit(train_data, validation)
+    trainer.fit(train_data, validation, resume=not args.smoke and not args.retrain)
     seconds = time.perf_counter() - start
     net.eval()
     path.parent.mkdir(parents=True, exist_ok=True)

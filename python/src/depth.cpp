@@ -23,16 +23,6 @@ nn::ExitPolicy to_policy(std::vector<double> thresholds, const std::string& crit
   return nn::ExitPolicy{nn::parse_exit_criterion(criterion), std::move(thresholds), parallel};
 }
 
-py::dict latency_dict(const runtime::LatencyStats& s) {
-  py::dict d;
-  d["median_us"] = s.median_us;
-  d["p95_us"] = s.p95_us;
-  d["mean_us"] = s.mean_us;
-  d["min_us"] = s.min_us;
-  d["repetitions"] = s.repetitions;
-  return d;
-}
-
 }  // namespace
 
 void bind_depth(py::module_& m) {
@@ -146,7 +136,7 @@ void bind_depth(py::module_& m) {
                  if (k >= warmup) micros.push_back(std::chrono::duration<double, std::micro>(stop - start).count());
                }
              }
-             return latency_dict(runtime::summarize(std::move(micros)));
+             return to_dict(runtime::summarize(std::move(micros)));
            },
            py::arg("input"), py::arg("from_config"), py::arg("from_exit"), py::arg("to_config"), py::arg("to_exit"),
            py::arg("warmup") = 20, py::arg("repetitions") = 100,

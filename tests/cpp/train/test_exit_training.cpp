@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "quadrants.h"
+
 namespace {
 
 using namespace dydnn;
@@ -16,17 +18,6 @@ nn::NetSpec exit_spec() {
       "conv 8 kernel=3 padding=1 bn relu maxpool=2\nexit after=1 avgpool=2\nconv 16 kernel=3 padding=1 bn relu maxpool=2\n");
 }
 
-// Four classes, each a bright quadrant, plus noise.
-data::ImageDataset quadrants(int64_t n, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  auto labels = torch::randint(0, 4, {n}, gen, torch::kLong);
-  auto images = torch::rand({n, 1, 8, 8}, gen) * 0.5;
-  for (int64_t k = 0; k < n; ++k) {
-    const int64_t c = labels[k].item<int64_t>();
-    images[k].narrow(1, (c / 2) * 4, 4).narrow(2, (c % 2) * 4, 4).add_(0.6);
-  }
-  return data::ImageDataset{(images.clamp(0, 1) * 255).to(torch::kUInt8), labels};
-}
 
 }  // namespace
 
