@@ -98,6 +98,7 @@ bench: python
 	$(PY) benchmarks/bench_training.py --out $(BUILD)/bench --docs docs/training_benchmark.md
 	$(PY) benchmarks/bench_export.py --out $(BUILD)/bench --docs docs/export_benchmark.md
 	$(PY) benchmarks/bench_dist.py --out $(BUILD)/bench --docs docs
+	$(PY) benchmarks/bench_depth.py --out $(BUILD)/bench --docs docs/depth_benchmark.md
 
 docs: python
 	$(PY) docs/make_mask_pictures.py

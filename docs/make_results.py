@@ -126,6 +126,10 @@ def render(docs: dict, figure: Path | None, command: str) -> str:
     return "\n".join(out)
 
 
+#: Markers of the section benchmarks/bench_depth.py generates in the same page.
+DEPTH_BEGIN, DEPTH_END = "<!-- depth:begin -->", "<!-- depth:end -->"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", type=Path, help="directory holding <method>.json")
@@ -150,6 +154,11 @@ def main(argv=None) -> int:
     text = render(docs, figure_ref, args.command)
     if figure_ref is not None:
         text = text.replace(f"]({figure_ref.name})", f"]({figure_ref.as_posix()})")
+    # The depth section is written by benchmarks/bench_depth.py: keep it.
+    old = args.out.read_text() if args.out.is_file() else ""
+    begin, end = old.find(DEPTH_BEGIN), old.find(DEPTH_END)
+    if 0 <= begin < end:
+        text = text.rstrip("\n") + "\n\n" + old[begin:end + len(DEPTH_END)] + "\n"
     args.out.write_text(text)
     print(f"wrote {args.out}" + (f" and {figure}" if figure_ref is not None else ""))
     return 0

@@ -12,6 +12,7 @@
 #include <dydnn/nn/dynamic_conv2d.h>
 #include <dydnn/nn/dynamic_linear.h>
 #include <dydnn/nn/dynamic_net.h>
+#include <dydnn/nn/exits.h>
 #include <dydnn/nn/execution.h>
 #include <dydnn/nn/group_spec.h>
 #include <dydnn/nn/kernels.h>
@@ -19,6 +20,7 @@
 #include <dydnn/nn/static_layer.h>
 #include <dydnn/runtime/allocator.h>
 #include <dydnn/runtime/latency.h>
+#include <dydnn/train/exits.h>
 #include <dydnn/train/stages.h>
 #include <dydnn/train/trainer.h>
 #include <dydnn/version.h>

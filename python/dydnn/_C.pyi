@@ -134,6 +134,9 @@ class NetSpec:
     def head(self) -> str: ...
     @property
     def num_layers(self) -> int: ...
+    # The early exits as (after, avgpool) pairs (the final head not included).
+    @property
+    def exits(self) -> List[Tuple[int, int]]: ...
     # A validated copy with some fields replaced (the dense twin: connectivity="prefix", head="prefix").
     def replace(
         self,
@@ -253,6 +256,102 @@ class DynamicNet:
     def measure_latency(
         self, input: torch.Tensor, config: _ConfigLike, warmup: int = 20, repetitions: int = 100
     ) -> Dict[str, float]: ...
+    # --- depth (python/src/depth.cpp) ---
+    @property
+    def num_exits(self) -> int: ...
+    def exit_depth(self, exit: int) -> int: ...
+    def forward_to_exit(self, input: torch.Tensor, config: _ConfigLike, exit: int = -1) -> torch.Tensor: ...
+    def forward_exits(self, input: torch.Tensor, config: _ConfigLike) -> List[torch.Tensor]: ...
+    # (logits [N, classes], exits [N]) in input order.
+    def forward_adaptive(
+        self,
+        input: torch.Tensor,
+        config: _ConfigLike,
+        thresholds: List[float],
+        criterion: str = "entropy",
+        parallel_heads: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor]: ...
+    def forward_cached(
+        self, input: torch.Tensor, config: _ConfigLike, exit: int = -1
+    ) -> Tuple[torch.Tensor, ActivationCache]: ...
+    def refine(self, cache: ActivationCache, config: _ConfigLike, exit: int = -1) -> torch.Tensor: ...
+    def can_refine(self, from_config: _ConfigLike, to_config: _ConfigLike) -> bool: ...
+    def macs_to_exit(self, config: _ConfigLike, exit: int) -> int: ...
+    def refine_macs(self, from_config: _ConfigLike, from_exit: int, to_config: _ConfigLike, to_exit: int) -> int: ...
+    # Every image alone through forward_adaptive: "latencies_us" (list), "exits" (list), "logits".
+    def measure_adaptive(
+        self,
+        images: torch.Tensor,
+        config: _ConfigLike,
+        thresholds: List[float],
+        criterion: str = "entropy",
+        parallel_heads: bool = False,
+        warmup: int = 20,
+    ) -> Dict[str, Any]: ...
+    # Times refine from a fresh (untimed) forward_cached each repetition.
+    def measure_refine(
+        self,
+        input: torch.Tensor,
+        from_config: _ConfigLike,
+        from_exit: int,
+        to_config: _ConfigLike,
+        to_exit: int,
+        warmup: int = 20,
+        repetitions: int = 100,
+    ) -> Dict[str, float]: ...
+
+class ActivationCache:
+    @property
+    def config(self) -> Config: ...
+    @property
+    def exit(self) -> int: ...
+    @property
+    def batch(self) -> int: ...
+    @property
+    def logits(self) -> torch.Tensor: ...
+    @property
+    def depth(self) -> int: ...
+
+# Per-sample confidence score: "entropy" (nats) or "max_prob" (1 - max softmax).
+def exit_scores(logits: torch.Tensor, criterion: str = "entropy") -> torch.Tensor: ...
+
+class ExitStatistics:
+    @property
+    def config(self) -> Config: ...
+    @property
+    def criterion(self) -> str: ...
+    @property
+    def scores(self) -> List[List[float]]: ...
+    @property
+    def correct(self) -> List[List[int]]: ...
+    @property
+    def macs(self) -> List[int]: ...
+    @property
+    def num_exits(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+
+class ExitOutcome:
+    @property
+    def thresholds(self) -> List[float]: ...
+    @property
+    def accuracy(self) -> float: ...
+    @property
+    def exit_rates(self) -> List[float]: ...
+    @property
+    def mean_macs(self) -> float: ...
+
+def exit_statistics(
+    net: DynamicNet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    normalization: Normalization,
+    config: _ConfigLike,
+    criterion: str = "entropy",
+    batch_size: int = 500,
+) -> ExitStatistics: ...
+def evaluate_thresholds(stats: ExitStatistics, thresholds: List[float]) -> ExitOutcome: ...
+def calibrate_exits(stats: ExitStatistics, target: str, value: float) -> ExitOutcome: ...
 
 # --- training (python/src/train.cpp; dydnn::train and dydnn::data) ---------------------------
 
@@ -359,6 +458,7 @@ class Trainer:
         augment: bool = False,
         augment_shift: int = 2,
         augment_flip: bool = True,
+        exit_weights: List[float] = [],
     ) -> None: ...
     @property
     def stages(self) -> List[Stage]: ...
@@ -533,6 +633,9 @@ def profile_net(
     repetitions: int = 200,
     energy: Optional[Callable[[], float]] = None,
     progress: bool = True,
+    exit_points: bool = True,
+    exit_thresholds: List[float] = [],
+    exit_criterion: str = "entropy",
 ) -> List[Dict[str, Any]]: ...
 class EnergyMeter:
     @property

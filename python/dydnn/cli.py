@@ -76,6 +76,15 @@ def _schedule(kind, what: str):
     return parse
 
 
+def _exit_weights(text: str):
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid exit weights '{text}': one number per exit, the final head last, comma-separated "
+            f"(e.g. 0.5,1)") from None
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -170,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--augment-shift", type=_count, default=2, metavar="N",
                    help="--augment: the largest shift in pixels (default: 2)")
     g.add_argument("--no-augment-flip", action="store_true", help="--augment: shift only, no mirroring")
+    g.add_argument("--exit-weights", type=_exit_weights, default=None, metavar="W[,W...]",
+                   help="specs with early exits: the joint loss weight of each exit, the final head last "
+                        "(default: 1 each)")
     g.add_argument("--sandwich-random", type=_count, default=2, metavar="N",
                    help="sandwich: random configs per batch besides the smallest and largest (default: 2)")
     g.add_argument("--no-distill", action="store_true",
@@ -474,7 +486,7 @@ def _cmd_train(args) -> int:
                           optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
                           batch_size=args.batch_size, seed=args.seed, sandwich_random=args.sandwich_random,
                           distill=not args.no_distill, augment=args.augment, augment_shift=args.augment_shift,
-                          augment_flip=not args.no_augment_flip, checkpoint_dir=out,
+                          augment_flip=not args.no_augment_flip, exit_weights=args.exit_weights, checkpoint_dir=out,
                           progress=not args.no_progress and sys.stderr.isatty())
     except ValueError:
         if not existed and out.is_dir() and not any(out.iterdir()):
@@ -572,7 +584,7 @@ def _cmd_eval(args) -> int:
                       seed=options.get("seed", 0), sandwich_random=options.get("sandwich_random", 2),
                       distill=options.get("distill", True), augment=options.get("augment", False),
                       augment_shift=options.get("augment_shift", 2), augment_flip=options.get("augment_flip", True),
-                      progress=False)
+                      exit_weights=options.get("exit_weights") or None, progress=False)
     trainer.load_checkpoint(checkpoint)
     if not trainer.finished:
         print(f"note: {checkpoint} is from an unfinished run (stopped in stage {trainer.stage + 1}/"

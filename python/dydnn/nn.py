@@ -11,7 +11,7 @@ or a :class:`dydnn.Config`.
 from __future__ import annotations
 
 import os
-from typing import Iterable, List, Sequence, Union
+from typing import Iterable, List, Sequence, Tuple, Union
 
 import torch
 
@@ -242,6 +242,52 @@ class DynamicNet(_DynamicLayer):
                         repetitions: int = 100) -> dict:
         """Times ``forward(input)`` in C++ under inference mode; microseconds (median, p95, mean, min)."""
         return self._impl.measure_latency(input, self.config if config is None else config, warmup, repetitions)
+
+    # -- depth: early exits and anytime refinement (docs/depth.md) -------------------------
+    @property
+    def num_exits(self) -> int:
+        """Exits of the net: the spec's early exits plus the final head (the last one)."""
+        return self._impl.num_exits
+
+    def exit_depth(self, exit: int) -> int:
+        """Feature layers that run before exit ``exit`` (-1 = the final head)."""
+        return self._impl.exit_depth(exit)
+
+    def forward_to_exit(self, input: torch.Tensor, exit: int = -1, config: ConfigLike | None = None) -> torch.Tensor:
+        """Logits of exit ``exit`` at ``config``; only the layers before the exit run (autograd works)."""
+        return self._impl.forward_to_exit(input, self.config if config is None else config, exit)
+
+    def forward_exits(self, input: torch.Tensor, config: ConfigLike | None = None) -> List[torch.Tensor]:
+        """Every exit's logits from one pass over the layers (the final head last)."""
+        return self._impl.forward_exits(input, self.config if config is None else config)
+
+    def forward_adaptive(self, input: torch.Tensor, thresholds: Sequence[float], config: ConfigLike | None = None,
+                         criterion: str = "entropy", parallel_heads: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Early-exit inference: ``(logits [N, classes], exits [N])`` in input order.
+
+        A sample stops at the first exit ``e`` whose score (``"entropy"`` in nats, or
+        ``"max_prob"`` = 1 - max softmax) is below ``thresholds[e]`` (one per early exit; a
+        negative one disables that exit); the final head answers the rest. Later layers run
+        only for the samples still going (at batch 1 an exiting sample computes nothing more).
+        ``parallel_heads`` runs each exit head on a second thread beside the next layers.
+        """
+        return self._impl.forward_adaptive(input, self.config if config is None else config,
+                                           [float(t) for t in thresholds], criterion, parallel_heads)
+
+    def forward_cached(self, input: torch.Tensor, config: ConfigLike | None = None,
+                       exit: int = -1) -> Tuple[torch.Tensor, "_C.ActivationCache"]:
+        """``(logits, cache)`` at ``(config, exit)``; ``refine(cache, ...)`` improves the answer later."""
+        return self._impl.forward_cached(input, self.config if config is None else config, exit)
+
+    def refine(self, cache, config: ConfigLike, exit: int = -1) -> torch.Tensor:
+        """Anytime refinement: logits at ``(config, exit)`` for the cached input, computing only the
+        groups the cache lacks and the layers past its exit (equal to a fresh run). Needs
+        ``can_refine(cache.config, config)``: ``incremental``, ``independent`` or ``fluid`` masks."""
+        return self._impl.refine(cache, config, exit)
+
+    def can_refine(self, from_config: ConfigLike, to_config: ConfigLike) -> bool:
+        """Whether activations at ``from_config`` stay valid at ``to_config`` (no old group reads a new one)."""
+        return self._impl.can_refine(from_config, to_config)
 
 
 def _load_spec(spec) -> NetSpec:

@@ -57,7 +57,8 @@ def detect_energy_meter(root: str = "/", platform: Optional[str] = None, domain:
 def profile(model: Union[Artifact, DynamicNet], images: torch.Tensor, labels: torch.Tensor, *,
             threads: Sequence[int] = (1,), core_sets: Sequence[Sequence[int]] = (), warmup: int = 20,
             repetitions: int = 200, energy: Union[None, str, Callable[[], float]] = None, energy_source: str = "",
-            energy_model: Optional[str] = "generic_host", normalization=None, progress: bool = True) -> Table:
+            energy_model: Optional[str] = "generic_host", normalization=None, progress: bool = True,
+            exit_points: bool = True, exit_thresholds: Sequence[float] = (), exit_criterion: str = "entropy") -> Table:
     """Measures every config under each thread count and core set (the knobs of this machine).
 
     ``images`` (uint8 or already normalised float, ``[N, C, H, W]``) and ``labels`` give each
@@ -70,6 +71,11 @@ def profile(model: Union[Artifact, DynamicNet], images: torch.Tensor, labels: to
     (save the artifact to keep them). Returns the table: dicts with ``config``, ``knobs`` and
     ``metrics`` (``latency_p50_us``, ``latency_p95_us``, ``top1``, and ``energy_mj``,
     ``power_w`` with a meter).
+
+    A net with early exits also gets width x exit points (knob ``exit``) unless
+    ``exit_points=False``, and for each of ``exit_thresholds`` an adaptive point per config
+    (knobs ``exit_threshold``, ``exit_criterion``; metrics ``exit_rate_<e>``, and latency
+    expected from those rates). :class:`ModelManager` runs each point at its depth.
     """
     net, norm = _net_and_norm(model)
     if normalization is not None:
@@ -89,7 +95,8 @@ def profile(model: Union[Artifact, DynamicNet], images: torch.Tensor, labels: to
     elif isinstance(energy, str):
         raise ValueError(f"[dydnn.runtime] energy={energy!r} (valid: None, 'auto' or a callable returning joules)")
     table = _C.profile_net(net._impl, images, labels, norm, list(threads), [list(c) for c in core_sets], warmup,
-                           repetitions, energy, progress)
+                           repetitions, energy, progress, bool(exit_points), [float(t) for t in exit_thresholds],
+                           exit_criterion)
     if isinstance(model, Artifact):
         model.operating_points = table
         extra = dict(model.metadata.get("extra") or {})

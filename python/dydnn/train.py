@@ -155,7 +155,9 @@ class Trainer:
     stage unless ``cosine=False``. ``checkpoint_dir`` receives ``checkpoint.pt`` after every
     epoch; ``fit(..., resume=True)`` continues from it and reproduces the uninterrupted run.
     ``augment`` mirrors and shifts (up to ``augment_shift`` pixels) every training batch,
-    seeded per epoch. Under ``torch.distributed`` each stage runs through ``DistributedDataParallel`` (gloo
+    seeded per epoch. A net with early exits trains them jointly on
+    ``sum_e exit_weights[e] * loss(exit e)`` (default: weight 1 each; the final head last).
+    Under ``torch.distributed`` each stage runs through ``DistributedDataParallel`` (gloo
     works on CPU), each rank on its share of every epoch, and only rank 0 writes files.
     """
 
@@ -164,7 +166,8 @@ class Trainer:
                  momentum: float = 0.9, weight_decay: float = 5e-4, batch_size: int = 64, seed: int = 0,
                  sandwich_random: int = 2, distill: bool = True, checkpoint_dir: Union[str, os.PathLike, None] = None,
                  progress: bool = True, normalization: Optional[Normalization] = None, augment: bool = False,
-                 augment_shift: int = 2, augment_flip: bool = True):
+                 augment_shift: int = 2, augment_flip: bool = True,
+                 exit_weights: Optional[Sequence[float]] = None):
         self.net = net
         rank, _ = _distributed()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -175,7 +178,8 @@ class Trainer:
         self._cpp = _C.Trainer(_impl(net), method, epochs, lr, cosine, optimizer, momentum, weight_decay, batch_size,
                                seed, sandwich_random, distill,
                                str(self.checkpoint_dir) if self.checkpoint_dir is not None and rank == 0 else "",
-                               False, augment, augment_shift, augment_flip)
+                               False, augment, augment_shift, augment_flip,
+                               [float(w) for w in exit_weights] if exit_weights is not None else [])
         self.progress = progress
         if normalization is not None:
             self._cpp.normalization = normalization

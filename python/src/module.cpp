@@ -6,6 +6,7 @@ PYBIND11_MODULE(_C, m) {
   dydnn::python::bind_types(m);
   dydnn::python::bind_modules(m);
   dydnn::python::bind_train(m);
+  dydnn::python::bind_depth(m);
   dydnn::python::bind_io(m);
   dydnn::python::bind_runtime(m);
 }

@@ -26,15 +26,6 @@ py::dict to_dict(const nn::StaticLayer& layer) {
   return d;
 }
 
-py::dict to_dict(const runtime::LatencyStats& s) {
-  py::dict d;
-  d["median_us"] = s.median_us;
-  d["p95_us"] = s.p95_us;
-  d["mean_us"] = s.mean_us;
-  d["min_us"] = s.min_us;
-  d["repetitions"] = s.repetitions;
-  return d;
-}
 
 // The Python mirror's view of a C++ module: its own tensors and children.
 // (torch::nn::Module itself is already bound by torch, so these are per class.)
@@ -86,6 +77,16 @@ void bind_layer_common(Class& cls) {
 }
 
 }  // namespace
+
+py::dict to_dict(const runtime::LatencyStats& s) {
+  py::dict d;
+  d["median_us"] = s.median_us;
+  d["p95_us"] = s.p95_us;
+  d["mean_us"] = s.mean_us;
+  d["min_us"] = s.min_us;
+  d["repetitions"] = s.repetitions;
+  return d;
+}
 
 void bind_modules(py::module_& m) {
   m.def("retain_freed_memory", &runtime::retain_freed_memory, py::arg("max_block_bytes") = size_t{256} << 20,

@@ -151,8 +151,12 @@ void bind_runtime(py::module_& m) {
       "profile_net",
       [](const std::shared_ptr<nn::DynamicNetImpl>& net, const torch::Tensor& images, const torch::Tensor& labels,
          const data::Normalization& norm, std::vector<int> threads, std::vector<std::vector<int>> core_sets,
-         int64_t warmup, int64_t repetitions, std::function<double()> energy, bool progress) {
+         int64_t warmup, int64_t repetitions, std::function<double()> energy, bool progress, bool exit_points,
+         std::vector<double> exit_thresholds, const std::string& exit_criterion) {
         ProfileOptions o;
+        o.exit_points = exit_points;
+        o.exit_thresholds = std::move(exit_thresholds);
+        o.exit_criterion = nn::parse_exit_criterion(exit_criterion);
         o.threads = std::move(threads);
         o.core_sets = std::move(core_sets);
         o.warmup = warmup;
@@ -183,7 +187,8 @@ void bind_runtime(py::module_& m) {
       py::arg("net"), py::arg("images"), py::arg("labels"), py::arg("normalization"),
       py::arg("threads") = std::vector<int>{1}, py::arg("core_sets") = std::vector<std::vector<int>>{},
       py::arg("warmup") = 20, py::arg("repetitions") = 200, py::arg("energy") = nullptr,
-      py::arg("progress") = true);
+      py::arg("progress") = true, py::arg("exit_points") = true, py::arg("exit_thresholds") = std::vector<double>{},
+      py::arg("exit_criterion") = "entropy");
 
   // The machine's energy meter, found the way the C++ runtime finds it.
   struct Meter {

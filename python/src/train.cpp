@@ -153,7 +153,7 @@ void bind_train(py::module_& m) {
                        std::vector<double> lr, bool cosine, const std::string& optimizer, double momentum,
                        double weight_decay, int64_t batch_size, uint64_t seed, int64_t sandwich_random, bool distill,
                        const std::string& checkpoint_dir, bool progress, bool augment, int64_t augment_shift,
-                       bool augment_flip) {
+                       bool augment_flip, std::vector<double> exit_weights) {
              TrainOptions o;
              o.method = train::method_from_string(method);
              o.epochs = std::move(epochs);
@@ -171,12 +171,14 @@ void bind_train(py::module_& m) {
              o.augment = augment;
              o.augment_shift = augment_shift;
              o.augment_flip = augment_flip;
+             o.exit_weights = std::move(exit_weights);
              return std::make_unique<Trainer>(nn::DynamicNet(std::move(net)), o);
            }),
            py::arg("net"), py::arg("method"), py::arg("epochs"), py::arg("lr"), py::arg("cosine"), py::arg("optimizer"),
            py::arg("momentum"), py::arg("weight_decay"), py::arg("batch_size"), py::arg("seed"),
            py::arg("sandwich_random"), py::arg("distill"), py::arg("checkpoint_dir"), py::arg("progress"),
-           py::arg("augment") = false, py::arg("augment_shift") = 2, py::arg("augment_flip") = true)
+           py::arg("augment") = false, py::arg("augment_shift") = 2, py::arg("augment_flip") = true,
+           py::arg("exit_weights") = std::vector<double>{})
       .def_property_readonly("stages", &Trainer::stages)
       .def_property_readonly("stage", &Trainer::stage)
       .def_property_readonly("epoch", &Trainer::epoch)

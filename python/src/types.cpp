@@ -179,6 +179,13 @@ void bind_types(py::module_& m) {
       .def_readonly("connectivity", &NetSpec::connectivity)
       .def_property_readonly("head", [](const NetSpec& s) { return nn::to_string(s.head); })
       .def_property_readonly("num_layers", [](const NetSpec& s) { return s.layers.size(); })
+      .def_property_readonly("exits",
+                             [](const NetSpec& s) {
+                               std::vector<std::pair<int64_t, int64_t>> out;
+                               for (const auto& x : s.exits) out.emplace_back(x.after, x.avg_pool);
+                               return out;
+                             },
+                             "The early exits as (after, avgpool) pairs (the final head not included).")
       .def("__repr__", [](const NetSpec& s) { return "dydnn.NetSpec(" + s.name + ")"; });
 }
 

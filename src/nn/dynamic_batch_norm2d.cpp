@@ -197,8 +197,9 @@ torch::Tensor DynamicBatchNorm2dImpl::forward_groups(const torch::Tensor& input,
 
 torch::Tensor DynamicBatchNorm2dImpl::normalize_groups(const torch::Tensor& input, Config config, Config groups) {
   // Training updates the running statistics inside the kernel and the optimiser steps
-  // through `.data()`: neither bumps a version counter, so the cached sets go.
-  cache_.clear();
+  // through `.data()`: neither bumps a version counter, so the cached sets go. (An
+  // inference call, such as a refinement's new group, leaves them for the next forward.)
+  if (is_training() || torch::GradMode::is_enabled()) cache_.clear();
   bool all_learn = is_training();
   for (int64_t j : groups.groups()) all_learn = all_learn && !frozen_[j][slot_of(j, config)];
   if (all_learn && groups.count() > 1) {

@@ -53,20 +53,34 @@ DynamicNetImpl::DynamicNetImpl(NetSpec spec) : spec_(std::move(spec)) {
     previous = groups;
     blocks_.push_back(block);
   }
-  head_groups_ = flat ? previous : previous.scaled(h * w);
-  const GroupSpec classes = GroupSpec::counts({spec_.classes});
-  if (spec_.head == HeadKind::PerConfig) {
-    for (const auto& c : connectivity_.valid_configs()) {
-      heads_.push_back(register_module("head_" + c.name(),
-                                       torch::nn::Linear(head_groups_.channels_in(c), spec_.classes)));
-    }
-  } else {
-    head_ = register_module("head", DynamicLinear(DynamicLinearOptions(head_groups_, classes)
-                                                      .connectivity(connectivity_)
-                                                      .dense_output(true)
-                                                      .bias_per_input_group(spec_.head == HeadKind::Additive)));
+  const auto exit_shapes = spec_.exit_shapes();
+  for (size_t e = 0; e < spec_.exits.size(); ++e) {
+    const auto& x = spec_.exits[e];
+    const GroupSpec channels = spec_.group_spec(spec_.layers[x.after - 1]);
+    const int64_t pixels = exit_shapes[e][1] * exit_shapes[e][2];
+    heads_.push_back(make_head(fmt::format("exit{}", e), x.after, x.avg_pool, channels.scaled(pixels)));
   }
+  heads_.push_back(make_head("head", static_cast<int64_t>(blocks_.size()), 0, flat ? previous : previous.scaled(h * w)));
   config_ = connectivity_.full_config();
+}
+
+DynamicNetImpl::Head DynamicNetImpl::make_head(const std::string& name, int64_t after, int64_t avg_pool,
+                                               GroupSpec groups) {
+  Head head;
+  head.after = after;
+  head.avg_pool = avg_pool;
+  head.groups = std::move(groups);
+  if (spec_.head == HeadKind::PerConfig) {
+    for (const auto& c : connectivity_.valid_configs())
+      head.per_config.push_back(
+          register_module(name + "_" + c.name(), torch::nn::Linear(head.groups.channels_in(c), spec_.classes)));
+  } else {
+    head.linear = register_module(name, DynamicLinear(DynamicLinearOptions(head.groups, GroupSpec::counts({spec_.classes}))
+                                                          .connectivity(connectivity_)
+                                                          .dense_output(true)
+                                                          .bias_per_input_group(spec_.head == HeadKind::Additive)));
+  }
+  return head;
 }
 
 void DynamicNetImpl::check_config(Config config) const { connectivity_.check_valid(config, "DynamicNet"); }
@@ -80,14 +94,42 @@ void DynamicNetImpl::set_config(Config config) {
     if (b.bn) b.bn->set_config(config);
     if (b.linear) b.linear->set_config(config);
   }
-  if (head_) head_->set_config(config);
+  for (auto& h : heads_)
+    if (h.linear) h.linear->set_config(config);
 }
 
-torch::Tensor DynamicNetImpl::forward(const torch::Tensor& input) { return run(input, config_); }
+torch::Tensor DynamicNetImpl::forward(const torch::Tensor& input) { return run(input, config_, num_exits() - 1); }
 
 torch::Tensor DynamicNetImpl::forward(const torch::Tensor& input, Config config) {
   check_config(config);
-  return run(input, config);
+  return run(input, config, num_exits() - 1);
+}
+
+int64_t DynamicNetImpl::check_exit(int64_t exit) const {
+  if (exit == -1) return num_exits() - 1;
+  DYDNN_CHECK_INDEX(exit >= 0 && exit < num_exits(), "nn", "DynamicNet '{}': exit {} is out of range (valid: 0..{}, or -1 for the final head)",
+                    spec_.name, exit, num_exits() - 1);
+  return exit;
+}
+
+int64_t DynamicNetImpl::exit_depth(int64_t exit) const { return heads_[check_exit(exit)].after; }
+
+torch::Tensor DynamicNetImpl::forward_to_exit(const torch::Tensor& input, Config config, int64_t exit) {
+  check_config(config);
+  return run(input, config, check_exit(exit));
+}
+
+std::vector<torch::Tensor> DynamicNetImpl::forward_exits(const torch::Tensor& input, Config config) {
+  check_config(config);
+  check_input(input);
+  std::vector<torch::Tensor> out;
+  torch::Tensor x = input;
+  size_t e = 0;
+  for (size_t k = 0; k < blocks_.size(); ++k) {
+    x = run_block(blocks_[k], x, config);
+    for (; e < heads_.size() && heads_[e].after == static_cast<int64_t>(k + 1); ++e) out.push_back(run_head(e, x, config));
+  }
+  return out;
 }
 
 torch::Tensor DynamicNetImpl::finish_block(const Block& b, torch::Tensor x) const {
@@ -106,43 +148,52 @@ torch::Tensor DynamicNetImpl::finish_block(const Block& b, torch::Tensor x) cons
   return x;
 }
 
-torch::Tensor DynamicNetImpl::run_head(torch::Tensor x, Config config) {
+torch::Tensor DynamicNetImpl::run_head(int64_t exit, torch::Tensor x, Config config) {
+  Head& h = heads_[exit];
+  if (h.avg_pool) x = torch::avg_pool2d(x, h.avg_pool, h.avg_pool);
   if (x.dim() != 2) x = x.flatten(1);
-  if (!heads_.empty()) return heads_[connectivity_.index_of(config)]->forward(x);
-  return head_->forward(x, config);
+  if (!h.per_config.empty()) return h.per_config[connectivity_.index_of(config)]->forward(x);
+  return h.linear->forward(x, config);
 }
 
-torch::Tensor DynamicNetImpl::run(const torch::Tensor& input, Config config) {
+torch::Tensor DynamicNetImpl::run_block(Block& b, torch::Tensor x, Config config) {
+  if (b.conv) {
+    x = b.conv->forward(x, config);
+    if (b.bn) x = b.bn->forward(x, config);
+  } else {
+    if (x.dim() != 2) x = x.flatten(1);
+    x = b.linear->forward(x, config);
+  }
+  return finish_block(b, x);
+}
+
+void DynamicNetImpl::check_input(const torch::Tensor& input) const {
   DYDNN_CHECK_VALUE(input.defined(), "nn", "DynamicNet: the input tensor is undefined");
   DYDNN_CHECK_VALUE(input.dim() == 4 && input.size(1) == spec_.in_channels && input.size(2) == spec_.height &&
                         input.size(3) == spec_.width,
                     "nn", "DynamicNet '{}': expected input [N, {}, {}, {}] (got [{}])", spec_.name, spec_.in_channels,
                     spec_.height, spec_.width, fmt::join(input.sizes(), ", "));
+}
+
+torch::Tensor DynamicNetImpl::run(const torch::Tensor& input, Config config, int64_t exit) {
+  check_input(input);
   if (torch::GradMode::is_enabled() && is_training()) {
     const Config frozen = frozen_part(config);
     const Config rest(config.mask() & ~frozen.mask());
     // The split needs the frozen groups first in channel order and to be a config itself.
     if (!frozen.empty() && !rest.empty() && frozen.highest() < rest.groups().front() && connectivity_.is_valid(frozen))
-      return run_split(input, config, frozen);
+      return run_split(input, config, frozen, exit);
   }
   torch::Tensor x = input;
-  for (auto& b : blocks_) {
-    if (b.conv) {
-      x = b.conv->forward(x, config);
-      if (b.bn) x = b.bn->forward(x, config);
-    } else {
-      if (x.dim() != 2) x = x.flatten(1);
-      x = b.linear->forward(x, config);
-    }
-    x = finish_block(b, x);
-  }
-  return run_head(x, config);
+  for (int64_t k = 0; k < heads_[exit].after; ++k) x = run_block(blocks_[k], x, config);
+  return run_head(exit, x, config);
 }
 
-torch::Tensor DynamicNetImpl::run_split(const torch::Tensor& input, Config config, Config frozen) {
+torch::Tensor DynamicNetImpl::run_split(const torch::Tensor& input, Config config, Config frozen, int64_t exit) {
   const Config rest(config.mask() & ~frozen.mask());
   torch::Tensor xf = input, xt;  // frozen groups' activations (no autograd); the rest's
-  for (auto& b : blocks_) {
+  for (int64_t k = 0; k < heads_[exit].after; ++k) {
+    auto& b = blocks_[k];
     if (b.linear && xf.dim() != 2) {
       xf = xf.flatten(1);
       if (xt.defined()) xt = xt.flatten(1);
@@ -166,11 +217,7 @@ torch::Tensor DynamicNetImpl::run_split(const torch::Tensor& input, Config confi
     }
     xt = finish_block(b, xt);
   }
-  if (xf.dim() != 2) {
-    xf = xf.flatten(1);
-    xt = xt.flatten(1);
-  }
-  return run_head(torch::cat({xf, xt}, 1), config);
+  return run_head(exit, torch::cat({xf, xt}, 1), config);
 }
 
 torch::Tensor DynamicNetImpl::forward_block(int64_t k, const torch::Tensor& input, Config config, Config rows) {
@@ -209,10 +256,10 @@ torch::Tensor DynamicNetImpl::features(const torch::Tensor& input, Config config
 
 torch::Tensor DynamicNetImpl::forward_head(const torch::Tensor& features, Config config) {
   check_config(config);
-  DYDNN_CHECK_VALUE(features.defined() && features.dim() == 2 && features.size(1) == head_groups_.channels_in(config),
+  DYDNN_CHECK_VALUE(features.defined() && features.dim() == 2 && features.size(1) == heads_.back().groups.channels_in(config),
                     "nn", "DynamicNet '{}': head at {} expects features [N, {}] (got [{}])", spec_.name, config.name(),
-                    head_groups_.channels_in(config), features.defined() ? fmt::format("{}", fmt::join(features.sizes(), ", ")) : "undefined");
-  return run_head(features, config);
+                    heads_.back().groups.channels_in(config), features.defined() ? fmt::format("{}", fmt::join(features.sizes(), ", ")) : "undefined");
+  return run_head(num_exits() - 1, features, config);
 }
 
 Config DynamicNetImpl::frozen_part(Config config) const {
@@ -247,8 +294,10 @@ std::vector<torch::Tensor> DynamicNetImpl::parameters_of(Config config) const {
     if (b.bn) add(b.bn->parameters_of(config));
     if (b.linear) add(b.linear->parameters_of(config));
   }
-  if (head_) add(head_->parameters_of(config));
-  if (!heads_.empty()) add(heads_[connectivity_.index_of(config)]->parameters());
+  for (const auto& h : heads_) {
+    if (h.linear) add(h.linear->parameters_of(config));
+    if (!h.per_config.empty()) add(h.per_config[connectivity_.index_of(config)]->parameters());
+  }
   return out;
 }
 
@@ -258,19 +307,33 @@ int64_t DynamicNetImpl::parameter_count(Config config) const {
   return total;
 }
 
-int64_t DynamicNetImpl::macs(Config config) const {
-  check_config(config);
+int64_t DynamicNetImpl::block_macs(const Block& b, Config config, Config rows) const {
+  const auto& in = b.conv ? b.conv->options.in_groups() : b.linear->options.in_groups();
+  const auto& out = b.conv ? b.conv->options.out_groups() : b.linear->options.out_groups();
+  const bool dense_in = b.conv ? b.conv->options.dense_input() : b.linear->options.dense_input();
+  const int64_t per_weight = b.conv ? b.spec.kernel * b.spec.kernel * b.conv_h * b.conv_w : 1;
   int64_t total = 0;
-  for (const auto& b : blocks_) {
-    const auto& in = b.conv ? b.conv->options.in_groups() : b.linear->options.in_groups();
-    const auto& out = b.conv ? b.conv->options.out_groups() : b.linear->options.out_groups();
-    const bool dense_in = b.conv ? b.conv->options.dense_input() : b.linear->options.dense_input();
-    const int64_t per_weight = b.conv ? b.spec.kernel * b.spec.kernel * b.conv_h * b.conv_w : 1;
-    for (int64_t j : config.groups())
-      for (int64_t i = 0; i < in.num_groups(); ++i)
-        if (dense_in || (config.contains(i) && connectivity_.reads(j, i))) total += out.size(j) * in.size(i) * per_weight;
-  }
-  return total + head_groups_.channels_in(config) * spec_.classes;
+  for (int64_t j : rows.groups())
+    for (int64_t i = 0; i < in.num_groups(); ++i)
+      if (dense_in || (config.contains(i) && connectivity_.reads(j, i))) total += out.size(j) * in.size(i) * per_weight;
+  return total;
+}
+
+int64_t DynamicNetImpl::macs(Config config) const { return macs(config, -1); }
+
+int64_t DynamicNetImpl::macs(Config config, int64_t exit) const {
+  return refine_macs(Config(), 0, config, exit);
+}
+
+int64_t DynamicNetImpl::refine_macs(Config from, int64_t from_exit, Config to, int64_t to_exit) const {
+  check_config(to);
+  const Head& head = heads_[check_exit(to_exit)];
+  // `from` empty = nothing computed (a fresh forward).
+  const int64_t done = from.empty() ? 0 : heads_[check_exit(from_exit)].after;
+  const Config added(to.mask() & ~from.mask());
+  int64_t total = 0;
+  for (int64_t k = 0; k < head.after; ++k) total += block_macs(blocks_[k], to, k < done ? added : to);
+  return total + head.groups.channels_in(to) * spec_.classes;
 }
 
 std::vector<StaticLayer> DynamicNetImpl::static_layers(Config config) {
@@ -299,11 +362,12 @@ std::vector<StaticLayer> DynamicNetImpl::static_layers(Config config) {
     }
   }
   if (!flat) simple("flatten", 0);
-  if (!heads_.empty()) {
-    auto& h = heads_[connectivity_.index_of(config)];
+  Head& head = heads_.back();
+  if (!head.per_config.empty()) {
+    auto& h = head.per_config[connectivity_.index_of(config)];
     out.push_back(StaticLayer{"linear", {{"weight", h->weight.detach().clone()}, {"bias", h->bias.detach().clone()}}, {}, {}});
   } else {
-    out.push_back(head_->static_layer(config));
+    out.push_back(head.linear->static_layer(config));
   }
   return out;
 }
@@ -317,9 +381,11 @@ int64_t DynamicNetImpl::resident_bytes() const {
     if (b.bn) total += b.bn->resident_bytes();
     if (b.linear) total += b.linear->resident_bytes();
   }
-  if (head_) total += head_->resident_bytes();
-  for (const auto& h : heads_)
-    for (const auto& p : h->parameters()) total += static_cast<int64_t>(p.numel() * p.element_size());
+  for (const auto& h : heads_) {
+    if (h.linear) total += h.linear->resident_bytes();
+    for (const auto& l : h.per_config)
+      for (const auto& p : l->parameters()) total += static_cast<int64_t>(p.numel() * p.element_size());
+  }
   return total;
 }
 
@@ -341,7 +407,8 @@ void DynamicNetImpl::invalidate_caches() {
     if (b.bn) b.bn->invalidate_cache();
     if (b.linear) b.linear->invalidate_cache();
   }
-  if (head_) head_->invalidate_cache();
+  for (auto& h : heads_)
+    if (h.linear) h.linear->invalidate_cache();
 }
 
 void DynamicNetImpl::set_execution(Execution execution) {
@@ -349,7 +416,8 @@ void DynamicNetImpl::set_execution(Execution execution) {
     if (b.conv) b.conv->options.execution(execution);
     if (b.linear) b.linear->options.execution(execution);
   }
-  if (head_) head_->options.execution(execution);
+  for (auto& h : heads_)
+    if (h.linear) h.linear->options.execution(execution);
 }
 
 }  // namespace nn

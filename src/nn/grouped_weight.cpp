@@ -154,7 +154,9 @@ void GroupedWeight::relayout() {
 
 int64_t GroupedWeight::resident_bytes() const {
   auto bytes = [](const torch::Tensor& t) { return t.defined() ? static_cast<int64_t>(t.numel() * t.element_size()) : 0; };
-  return bytes(storage_) + bytes(bias_storage_) + bytes(cache_.first) + bytes(cache_.second);
+  int64_t parts = 0;
+  for (const auto& entry : part_cache_) parts += bytes(entry.tensors.first) + bytes(entry.tensors.second);
+  return bytes(storage_) + bytes(bias_storage_) + bytes(cache_.first) + bytes(cache_.second) + parts;
 }
 
 bool GroupedWeight::requires_grad() const {
@@ -277,6 +279,49 @@ std::pair<torch::Tensor, torch::Tensor> GroupedWeight::group_for_inference(int64
   torch::Tensor bias;
   if (bias_storage_.defined() && !bias_per_input_group_) bias = bias_storage_.narrow(0, out.offset(j), out.size(j));
   return {weight, bias};
+}
+
+std::pair<torch::Tensor, torch::Tensor> GroupedWeight::part_for_inference(Config config, Config part, bool columns) {
+  sync();
+  // Cached per (config, part): a refinement alternates between configs, which would make
+  // the single-config cache of `packed_for_inference` rebuild every call.
+  const uint64_t version = version_sum();
+  for (const auto& entry : part_cache_)
+    if (entry.config == config && entry.part == part && entry.columns == columns && entry.version == version)
+      return entry.tensors;
+  torch::NoGradGuard no_grad;
+  torch::Tensor weight, bias;
+  if (columns) {
+    // The input groups `part` of a dense-output layer (the additive head's new groups):
+    // their weight columns and their own biases, summed.
+    weight = select_channels(storage_, 1, layout_.in_groups, part).contiguous();
+    if (bias_storage_.defined() && bias_per_input_group_) {
+      const auto rows = GroupSpec::equal(layout_.in_groups.num_groups(), layout_.in_groups.num_groups());
+      bias = select_channels(bias_storage_, 0, rows, part).sum(0);
+    }
+  } else {
+    // The storage holds zeros where the mask forbids a block, so the rows over all active
+    // inputs compute exactly what those rows of the packed weight compute.
+    const Config active_in = layout_.active_in(config);
+    const Config active_out = layout_.active_out(config) & part;
+    weight = select_channels(select_channels(storage_, 0, layout_.out_groups, active_out), 1, layout_.in_groups,
+                             active_in)
+                 .contiguous();
+    if (bias_storage_.defined() && !bias_per_input_group_)
+      bias = select_channels(bias_storage_, 0, layout_.out_groups, active_out).contiguous();
+  }
+  if (part_cache_.size() >= kPartCacheSize) part_cache_.erase(part_cache_.begin());
+  part_cache_.push_back({config, part, columns, version, {weight, bias}});
+  return part_cache_.back().tensors;
+}
+
+std::pair<torch::Tensor, torch::Tensor> GroupedWeight::rows_for_inference(Config config, Config rows) {
+  return part_for_inference(config, rows, false);
+}
+
+std::pair<torch::Tensor, torch::Tensor> GroupedWeight::columns_for_inference(Config config, Config columns) {
+  DYDNN_CHECK_VALUE(layout_.dense_output, "nn", "columns_for_inference: only for a dense-output layer (a head)");
+  return part_for_inference(config, columns, true);
 }
 
 }  // namespace detail

@@ -1,6 +1,7 @@
 #include <dydnn/errors.h>
 #include <dydnn/nn/spec.h>
 
+#include <array>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -115,13 +116,15 @@ class Parser {
         else fail("unknown head '{}' (valid: additive, per_config, prefix)", tokens[1]);
       } else if (key == "conv" || key == "linear") {
         spec.layers.push_back(parse_layer(tokens));
+      } else if (key == "exit") {
+        spec.exits.push_back(parse_exit(tokens, spec));
       } else if (key == "configs") {
         std::string rest;
         for (size_t k = 1; k < tokens.size(); ++k) rest += tokens[k];
         config_lines = split(rest, '|');
         config_line_ = line_;
       } else {
-        fail("unknown key '{}' (valid: name, input, classes, groups, connectivity, head, conv, linear, configs)", key);
+        fail("unknown key '{}' (valid: name, input, classes, groups, connectivity, head, conv, linear, exit, configs)", key);
       }
     }
     if (!header) fail("empty spec: the first line must be 'dydnn-spec {}'", kFormatVersion);
@@ -187,6 +190,24 @@ class Parser {
       }
     }
     if (spec.connectivity == "fluid" && spec.islands.empty()) fail("'fluid' needs islands=... (e.g. islands=0,1/2,3)");
+  }
+
+  ExitSpec parse_exit(const std::vector<std::string>& tokens, const NetSpec& spec) const {
+    ExitSpec exit;
+    bool has_after = false;
+    for (size_t k = 1; k < tokens.size(); ++k) {
+      const auto& t = tokens[k];
+      if (t.rfind("after=", 0) == 0) {
+        exit.after = integer(t.substr(6), "exit after", 1);
+        has_after = true;
+      } else if (t.rfind("avgpool=", 0) == 0) {
+        exit.avg_pool = integer(t.substr(8), "exit avgpool", 1);
+      } else {
+        fail("unknown exit option '{}' (valid: after=K, avgpool=P)", t);
+      }
+    }
+    if (!has_after) fail("usage: exit after=K [avgpool=P] (K = feature layers before the exit)");
+    return exit;
   }
 
   LayerSpec parse_layer(const std::vector<std::string>& tokens) const {
@@ -303,6 +324,48 @@ void NetSpec::validate() const {
     }
     if (layer.global_avg_pool) h = w = 1;
   }
+  exit_shapes();
+}
+
+std::vector<std::array<int64_t, 3>> NetSpec::exit_shapes() const {
+  // The shape [C, H, W] of every layer's output (H = W = 1 for linear layers).
+  std::vector<std::array<int64_t, 3>> shapes;
+  int64_t h = height, w = width;
+  for (const auto& layer : layers) {
+    if (layer.kind == LayerKind::Linear) {
+      h = w = 1;
+    } else {
+      h = (h + 2 * layer.padding - layer.kernel) / layer.stride + 1;
+      w = (w + 2 * layer.padding - layer.kernel) / layer.stride + 1;
+      const int64_t pool = std::max(layer.max_pool, layer.avg_pool);
+      if (pool > 0) h /= pool, w /= pool;
+      if (layer.global_avg_pool) h = w = 1;
+    }
+    shapes.push_back({layer.channels, h, w});
+  }
+  std::vector<std::array<int64_t, 3>> out;
+  int64_t previous = 0;
+  const auto last = static_cast<int64_t>(layers.size());
+  for (size_t e = 0; e < exits.size(); ++e) {
+    const auto& x = exits[e];
+    DYDNN_CHECK_VALUE(x.after >= 1 && x.after < last, "spec", "exit {}: after={} is out of range (valid: 1..{})", e,
+                      x.after, last - 1);
+    DYDNN_CHECK_VALUE(x.after > previous, "spec", "exit {}: after={} must be larger than the previous exit's ({})", e,
+                      x.after, previous);
+    previous = x.after;
+    auto shape = shapes[x.after - 1];
+    if (x.avg_pool > 0) {
+      DYDNN_CHECK_VALUE(layers[x.after - 1].kind == LayerKind::Conv, "spec",
+                        "exit {}: avgpool={} needs a conv layer before it (layer {} is linear)", e, x.avg_pool,
+                        x.after - 1);
+      DYDNN_CHECK_VALUE(x.avg_pool <= shape[1] && x.avg_pool <= shape[2] && x.avg_pool <= kMaxDimension, "spec",
+                        "exit {}: avgpool={} is larger than the {}x{} feature map", e, x.avg_pool, shape[1], shape[2]);
+      shape[1] /= x.avg_pool;
+      shape[2] /= x.avg_pool;
+    }
+    out.push_back(shape);
+  }
+  return out;
 }
 
 std::string NetSpec::to_text() const {
@@ -328,6 +391,11 @@ std::string NetSpec::to_text() const {
     if (l.max_pool) out += fmt::format(" maxpool={}", l.max_pool);
     if (l.avg_pool) out += fmt::format(" avgpool={}", l.avg_pool);
     if (l.global_avg_pool) out += " gap";
+    out += "\n";
+  }
+  for (const auto& x : exits) {
+    out += fmt::format("exit after={}", x.after);
+    if (x.avg_pool) out += fmt::format(" avgpool={}", x.avg_pool);
     out += "\n";
   }
   if (!configs.empty()) {

@@ -61,6 +61,7 @@ ModelManager::ModelManager(nn::DynamicNet net, std::vector<Point> points, Select
     DYDNN_CHECK_VALUE(net_->connectivity().index_of(nn::Config(points_[k].config)) >= 0, "runtime",
                       "ModelManager: point {} ('{}') is at config {:#x}, which the net '{}' does not have", k,
                       points_[k].name, points_[k].config, net_->spec().name);
+  for (const auto& p : points_) depth_knobs(p.knobs, net_->num_exits());  // exit knobs the net can run
   restricted({});  // validates the table (through the Selector) and builds the unrestricted selector
   net_->eval();
 }
@@ -169,8 +170,10 @@ torch::Tensor ModelManager::infer(const torch::Tensor& input) {
     point = decide();
   }
   apply(point);
+  const Point& p = points_[point];
+  const auto depth = depth_knobs(p.knobs, net_->num_exits());
   const auto t0 = std::chrono::steady_clock::now();
-  auto logits = net_->forward(input);
+  auto logits = run_at_depth(*net_, input, nn::Config(p.config), depth);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   observe(std::max(seconds, 1e-9));
   return logits;

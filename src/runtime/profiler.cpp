@@ -1,6 +1,7 @@
 #include <dydnn/errors.h>
 #include <dydnn/runtime/latency.h>
 #include <dydnn/runtime/profiler.h>
+#include <dydnn/train/exits.h>
 #include <dydnn/train/trainer.h>
 
 #include <torch/torch.h>
@@ -94,7 +95,85 @@ std::vector<Setting> settings_of(const ProfileOptions& o) {
   return out;
 }
 
+// Batch-1 latency of `run` (warm-up, then repetitions).
+LatencyStats timed(const std::function<void()>& run, const ProfileOptions& o) {
+  return measure_latency(run, o.warmup, o.repetitions);
+}
+
+// The width x exit points and the adaptive points of one config under one setting.
+void profile_depth(nn::DynamicNetImpl& net, const torch::Tensor& image, nn::Config config,
+                   const train::ExitStatistics& stats, const std::map<std::string, double>& knobs,
+                   const ProfileOptions& o, std::vector<io::OperatingPoint>& table) {
+  const int64_t exits = net.num_exits();
+  if (o.exit_points)
+    for (int64_t e = 0; e + 1 < exits; ++e) {
+      const auto stats_e = timed([&] { net.forward_to_exit(image, config, e); }, o);
+      io::OperatingPoint p;
+      p.config = config;
+      p.knobs = knobs;
+      p.knobs["exit"] = static_cast<double>(e);
+      p.metrics[io::metric::kLatencyP50Us] = stats_e.median_us;
+      p.metrics[io::metric::kLatencyP95Us] = stats_e.p95_us;
+      int64_t right = 0;
+      for (auto c : stats.correct[e]) right += c;
+      p.metrics[io::metric::kTop1] = static_cast<double>(right) / static_cast<double>(std::max<int64_t>(1, stats.count()));
+      table.push_back(std::move(p));
+    }
+  if (o.exit_thresholds.empty()) return;
+  // A sample answered by exit e also computed (and passed) the heads before it: time each
+  // such path once (threshold 0 never exits, a huge one always does).
+  std::vector<LatencyStats> path;
+  for (int64_t e = 0; e < exits; ++e) {
+    nn::ExitPolicy policy{o.exit_criterion, std::vector<double>(static_cast<size_t>(exits - 1), 0.0), false};
+    if (e + 1 < exits) policy.thresholds[static_cast<size_t>(e)] = std::numeric_limits<double>::max();
+    path.push_back(timed([&] { net.forward_adaptive(image, config, policy); }, o));
+  }
+  for (const double t : o.exit_thresholds) {
+    const auto outcome = train::evaluate_thresholds(stats, std::vector<double>(static_cast<size_t>(exits - 1), t));
+    io::OperatingPoint p;
+    p.config = config;
+    p.knobs = knobs;
+    p.knobs["exit_threshold"] = t;
+    p.knobs["exit_criterion"] = o.exit_criterion == nn::ExitCriterion::MaxProb ? 1.0 : 0.0;
+    double p50 = 0, p95 = 0;
+    for (int64_t e = 0; e < exits; ++e) {
+      const double rate = outcome.exit_rates[static_cast<size_t>(e)];
+      p.metrics[fmt::format("exit_rate_{}", e)] = rate;
+      p50 += rate * path[static_cast<size_t>(e)].median_us;
+      if (rate > 0) p95 = path[static_cast<size_t>(e)].p95_us;  // the deepest exit that answers
+    }
+    p.metrics[io::metric::kLatencyP50Us] = p50;
+    p.metrics[io::metric::kLatencyP95Us] = p95;
+    p.metrics[io::metric::kTop1] = outcome.accuracy;
+    table.push_back(std::move(p));
+  }
+}
+
 }  // namespace
+
+DepthKnobs depth_knobs(const std::map<std::string, double>& knobs, int64_t num_exits) {
+  DepthKnobs d;
+  if (const auto it = knobs.find("exit"); it != knobs.end()) {
+    DYDNN_CHECK_VALUE(it->second >= 0 && it->second < static_cast<double>(num_exits), "runtime",
+                      "knob exit={:g} is out of range (valid: 0..{})", it->second, num_exits - 1);
+    d.exit = static_cast<int64_t>(it->second);
+  }
+  if (const auto it = knobs.find("exit_threshold"); it != knobs.end()) {
+    DYDNN_CHECK_VALUE(num_exits > 1, "runtime", "knob exit_threshold={:g} needs a net with early exits", it->second);
+    d.adaptive = true;
+    d.policy.thresholds.assign(static_cast<size_t>(num_exits - 1), it->second);
+    const auto c = knobs.find("exit_criterion");
+    d.policy.criterion = c != knobs.end() && c->second == 1 ? nn::ExitCriterion::MaxProb : nn::ExitCriterion::Entropy;
+  }
+  return d;
+}
+
+torch::Tensor run_at_depth(nn::DynamicNetImpl& net, const torch::Tensor& input, nn::Config config,
+                           const DepthKnobs& depth) {
+  if (depth.adaptive) return net.forward_adaptive(input, config, depth.policy).logits;
+  if (depth.exit >= 0) return net.forward_to_exit(input, config, depth.exit);
+  return net.forward(input, config);
+}
 
 std::vector<io::OperatingPoint> profile(nn::DynamicNet net, const data::ImageDataset& validation,
                                         const data::Normalization& norm, const ProfileOptions& options) {
@@ -109,6 +188,14 @@ std::vector<io::OperatingPoint> profile(nn::DynamicNet net, const data::ImageDat
   // Accuracy depends on the config only.
   std::map<nn::Config, double> top1;
   for (const auto& e : train::evaluate_configs(*net, validation, norm)) top1[e.config] = e.metrics.top1();
+  const int64_t exits = net->num_exits();
+  const bool depth = exits > 1 && (options.exit_points || !options.exit_thresholds.empty());
+  std::map<nn::Config, train::ExitStatistics> exit_stats;
+  if (depth)
+    for (const auto config : net->configs())
+      exit_stats[config] = train::exit_statistics(*net, validation, norm, config, options.exit_criterion);
+  for (const double t : options.exit_thresholds)
+    DYDNN_CHECK_VALUE(!std::isnan(t), "runtime", "profile: an exit threshold is NaN (valid: a number)");
 
   const int old_threads = torch::get_num_threads();
   const auto old_cpus = allowed_cpus();
@@ -130,7 +217,7 @@ std::vector<io::OperatingPoint> profile(nn::DynamicNet net, const data::ImageDat
           options.dvfs->domains()[domain].frequencies_hz, hz));
     }
     for (const auto config : net->configs()) {
-      const auto run = [&] { net->forward(image, config); };
+      const auto run = [&] { net->forward(image, config); };  // the final head
       for (int64_t k = 0; k < options.warmup; ++k) run();
       const double e0 = options.energy ? options.energy() : std::numeric_limits<double>::quiet_NaN();
       const auto t0 = std::chrono::steady_clock::now();
@@ -148,12 +235,13 @@ std::vector<io::OperatingPoint> profile(nn::DynamicNet net, const data::ImageDat
         p.metrics[io::metric::kPowerW] = (e1 - e0) / seconds;
       }
       table.push_back(std::move(p));
+      if (depth) profile_depth(*net, image, config, exit_stats.at(config), knobs, options, table);
     }
     if (options.progress)
-      std::fprintf(stderr, "[dydnn] profiled setting %zu/%zu (threads %d%s): %zu configs\n", s + 1, settings.size(),
+      std::fprintf(stderr, "[dydnn] profiled setting %zu/%zu (threads %d%s): %zu configs%s\n", s + 1, settings.size(),
                    setting.threads,
                    setting.cores.empty() ? "" : fmt::format(", cores {}", fmt::join(setting.cores, ",")).c_str(),
-                   net->configs().size());
+                   net->configs().size(), depth ? " x exits" : "");
   }
   torch::set_num_threads(old_threads);
   if (!options.core_sets.empty()) pin_process(old_cpus);

@@ -25,6 +25,13 @@ void TrainOptions::validate() const {
   DYDNN_CHECK_VALUE(weight_decay >= 0, "train", "weight_decay {} (valid: >= 0)", weight_decay);
   DYDNN_CHECK_VALUE(batch_size >= 1, "train", "batch_size {} (valid: >= 1)", batch_size);
   DYDNN_CHECK_VALUE(sandwich_random >= 0, "train", "sandwich_random {} (valid: >= 0)", sandwich_random);
+  double weight_sum = 0;
+  for (double w : exit_weights) {
+    DYDNN_CHECK_VALUE(std::isfinite(w) && w >= 0, "train", "exit_weights: {} (valid: >= 0)", w);
+    weight_sum += w;
+  }
+  DYDNN_CHECK_VALUE(exit_weights.empty() || weight_sum > 0, "train", "exit_weights: all {} are 0 (valid: some > 0)",
+                    exit_weights.size());
   DYDNN_CHECK_VALUE(augment_shift >= 0, "train", "augment_shift {} (valid: >= 0)", augment_shift);
 }
 
@@ -101,6 +108,9 @@ Trainer::Trainer(nn::DynamicNet net, TrainOptions options) : net_(std::move(net)
   DYDNN_CHECK_VALUE(options_.lr.size() == 1 || options_.lr.size() == n, "train",
                     "lr: the schedule has {} values but method '{}' on net '{}' has {} stages ({}); give 1 or {}",
                     options_.lr.size(), to_string(options_.method), net_->spec().name, n, names(), n);
+  DYDNN_CHECK_VALUE(options_.exit_weights.empty() || static_cast<int64_t>(options_.exit_weights.size()) == net_->num_exits(),
+                    "train", "exit_weights: {} values but net '{}' has {} exit(s) (the final head included); give {}",
+                    options_.exit_weights.size(), net_->spec().name, net_->num_exits(), net_->num_exits());
 }
 
 int64_t Trainer::epochs_of(size_t stage) const {
@@ -166,10 +176,28 @@ torch::Tensor Trainer::epoch_order(int64_t n) const {
 
 torch::Tensor Trainer::loss_at(const torch::Tensor& images, nn::Config config, const torch::Tensor& labels,
                                const torch::Tensor& soft_targets, const ForwardFn& forward, torch::Tensor* logits_out) {
+  auto loss_of = [&](const torch::Tensor& logits) {
+    if (soft_targets.defined()) return -(soft_targets * torch::log_softmax(logits, 1)).sum(1).mean();
+    return torch::nn::functional::cross_entropy(logits, labels);
+  };
+  if (net_->num_exits() > 1) {
+    DYDNN_CHECK_VALUE(!forward, "train",
+                      "step: a custom forward (DDP) runs only the final head; net '{}' has {} exits to train jointly",
+                      net_->spec().name, net_->num_exits());
+    const auto all = net_->forward_exits(images, config);
+    if (logits_out) *logits_out = all.back();
+    torch::Tensor loss;
+    for (size_t e = 0; e < all.size(); ++e) {
+      const double w = options_.exit_weights.empty() ? 1.0 : options_.exit_weights[e];
+      if (w == 0) continue;
+      auto term = loss_of(all[e]) * w;
+      loss = loss.defined() ? loss + term : term;
+    }
+    return loss;
+  }
   torch::Tensor logits = forward ? forward(images, config) : net_->forward(images, config);
   if (logits_out) *logits_out = logits;
-  if (soft_targets.defined()) return -(soft_targets * torch::log_softmax(logits, 1)).sum(1).mean();
-  return torch::nn::functional::cross_entropy(logits, labels);
+  return loss_of(logits);
 }
 
 StepResult Trainer::step(const torch::Tensor& images, const torch::Tensor& labels, const ForwardFn& forward) {
@@ -488,7 +516,7 @@ std::string Trainer::results_json(const std::vector<ConfigEvaluation>& evaluatio
       "{{\n  \"format\": \"dydnn-results/1\",\n  \"dydnn_version\": {},\n  \"torch_version\": {},\n"
       "  \"method\": {},\n  \"spec\": {},\n  \"spec_text\": {},\n  \"connectivity\": {},\n  \"dataset\": {},\n"
       "  \"options\": {{\"epochs\": {}, \"lr\": {}, \"cosine\": {}, \"optimizer\": {}, \"momentum\": {}, "
-      "\"weight_decay\": {}, \"batch_size\": {}, \"seed\": {}, \"sandwich_random\": {}, \"distill\": {}, \"augment\": {}, \"augment_shift\": {}, \"augment_flip\": {}}},\n"
+      "\"weight_decay\": {}, \"batch_size\": {}, \"seed\": {}, \"sandwich_random\": {}, \"distill\": {}, \"augment\": {}, \"augment_shift\": {}, \"augment_flip\": {}, \"exit_weights\": {}}},\n"
       "  \"normalization\": {{\"mean\": {}, \"std\": {}}},\n"
       "  \"budget\": {{\"images\": {}, \"seconds\": {}, \"threads\": {}}},\n"
       "  \"stages\": [{}],\n  \"history\": {},\n  \"evaluations\": [\n    {}\n  ]\n}}\n",
@@ -497,7 +525,7 @@ std::string Trainer::results_json(const std::vector<ConfigEvaluation>& evaluatio
       json_string(dataset), json_list(o.epochs), json_list(o.lr), o.cosine ? "true" : "false",
       json_string(o.optimizer), json_number(o.momentum), json_number(o.weight_decay), o.batch_size, o.seed,
       o.sandwich_random, o.distill ? "true" : "false", o.augment ? "true" : "false", o.augment_shift,
-      o.augment_flip ? "true" : "false", json_list(normalization_.mean), json_list(normalization_.std),
+      o.augment_flip ? "true" : "false", json_list(o.exit_weights), json_list(normalization_.mean), json_list(normalization_.std),
       images, json_number(seconds), at::get_num_threads(), fmt::join(stages, ", "), history_json(history_),
       fmt::join(evals, ",\n    "));
 }

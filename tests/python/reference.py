@@ -218,9 +218,11 @@ def net_tensor_used(case: Case, config, full_name: str) -> bool:
     """Whether a DynamicNet tensor (`conv1.weight_2_0`, `bn0.running_mean_1`, `head.bias_in3`) is read at `config`.
 
     The first layer reads the image (a dense input); `head` writes the logits (a dense output);
-    `head_<config>` is a per-config head.
+    `head_<config>` is a per-config head; early exits (`exit0`, `exit0_<config>`) are heads too.
     """
     module, _, tensor = full_name.rpartition(".")
+    if module.startswith("exit"):
+        module = "head" + module[module.index("_"):] if "_" in module else "head"
     if module.startswith("head_"):
         return module == "head_" + name(config)
     if module.startswith("bn"):

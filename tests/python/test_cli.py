@@ -333,3 +333,18 @@ def test_profile_then_run(runs, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "windows with a feasible point met their target" in out
     assert (tmp_path / "log.csv").read_text().startswith("time_s,") and (tmp_path / "run.png").is_file()
+
+
+def test_train_with_exit_weights(tmp_path):
+    code, stdout, stderr = run_dydnn("train", "--spec", "fashion_mnist_exits", "--exit-weights", "0.5,1",
+                                     "--threads", "1", *TINY, "--out", tmp_path / "exits")
+    assert code == 0, stderr
+    results = json.loads((tmp_path / "exits" / "results.json").read_text())
+    assert results["options"]["exit_weights"] == [0.5, 1.0]
+    assert dydnn.load(tmp_path / "exits" / "model.dydnn").num_exits == 2
+
+
+def test_bad_exit_weights(capsys, tmp_path):
+    assert "invalid exit weights 'x'" in _error(capsys, "train", "--exit-weights", "x", "--out", tmp_path / "x")
+    err = _error(capsys, "train", "--exit-weights", "1,1", "--out", tmp_path / "x")
+    assert "exit_weights: 2 values but net 'fashion_mnist_default' has 1 exit(s)" in err

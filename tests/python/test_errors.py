@@ -99,7 +99,7 @@ def test_group_spec_errors():
 def test_unknown_names():
     with pytest.raises(ValueError, match=r"Execution: unknown strategy 'fast' \(valid: auto, packed, per_group\)"):
         DynamicConv2d(8, 8, 3, execution="fast")
-    with pytest.raises(ValueError, match=r"unknown spec 'resnet' \(valid: cifar10_alexnet, fashion_mnist_default, fashion_mnist_fluid, "
+    with pytest.raises(ValueError, match=r"unknown spec 'resnet' \(valid: cifar10_alexnet, fashion_mnist_default, fashion_mnist_exits, fashion_mnist_fluid, "
                                          r"mnist_small\)"):
         DynamicNet("resnet")
     with pytest.raises(ValueError, match=r"expected a connectivity name"):
@@ -111,7 +111,7 @@ HEADER = "dydnn-spec 1\nname t\ninput 1 8 8\nclasses 4\ngroups 2\n"
 
 @pytest.mark.parametrize("text, message", [
     (HEADER + "colour blue\nconv 4 kernel=3\n",
-     r"<spec>:6: unknown key 'colour' \(valid: name, input, classes, groups, connectivity, head, conv, linear, configs\)"),
+     r"<spec>:6: unknown key 'colour' \(valid: name, input, classes, groups, connectivity, head, conv, linear, exit, configs\)"),
     (HEADER.replace("classes 4", "classes ten") + "conv 4\n", r"<spec>:4: classes 'ten' is not an integer"),
     (HEADER + "conv 4 kernel=3x3\n", r"<spec>:6: kernel '3x3' is not an integer"),
     (HEADER + "conv 4 kernel=3 dropout=0.5\n", r"<spec>:6: unknown option 'dropout=0.5' for conv"),

@@ -21,7 +21,7 @@ def _input(net, batch=2):
 
 
 def test_shipped_specs_exist():
-    assert SHIPPED == ["cifar10_alexnet", "fashion_mnist_default", "fashion_mnist_fluid", "mnist_small"]
+    assert SHIPPED == ["cifar10_alexnet", "fashion_mnist_default", "fashion_mnist_exits", "fashion_mnist_fluid", "mnist_small"]
     assert dydnn.spec_path("mnist_small").name == "mnist_small.spec"
 
 

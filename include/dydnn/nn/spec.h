@@ -6,6 +6,7 @@
 #include <dydnn/nn/connectivity.h>
 #include <dydnn/nn/group_spec.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -47,6 +48,15 @@ struct LayerSpec {
   bool global_avg_pool = false;  ///< `gap`: average over H x W (conv only)
 };
 
+/// An early exit (`exit after=K [avgpool=P]` line): a classifier head reading the
+/// output of feature layer `after` (1-based: after the K-th `conv`/`linear` line).
+struct ExitSpec {
+  /// The number of feature layers before the exit: 1 .. layers - 1.
+  int64_t after = 1;
+  /// `avgpool=P`: P x P average pooling (stride P) before the head; 0 = none (conv layers only).
+  int64_t avg_pool = 0;
+};
+
 /// A dynamic network: input shape, classes, groups, connectivity, layers, head, configs.
 ///
 /// Example:
@@ -70,6 +80,9 @@ struct NetSpec {
   bool cross_edges = true;
   HeadKind head = HeadKind::Additive;
   std::vector<LayerSpec> layers;
+  /// Early exits, in increasing `after` order; the final head is the last exit and is
+  /// not listed here.
+  std::vector<ExitSpec> exits;
   /// Declared valid configs; empty = the connectivity's.
   std::vector<Config> configs;
 
@@ -85,8 +98,11 @@ struct NetSpec {
   Connectivity make_connectivity() const;
   /// The group split of `layer`'s output channels.
   GroupSpec group_spec(const LayerSpec& layer) const;
-  /// Checks the whole spec (shapes, groups, pools); throws `ValueError` naming the problem.
+  /// Checks the whole spec (shapes, groups, pools, exits); throws `ValueError` naming the problem.
   void validate() const;
+  /// The input shape `[C, H, W]` of each early exit's head (after its pooling; H = W = 1
+  /// after a linear layer). Throws `ValueError` for an exit out of range or out of order.
+  std::vector<std::array<int64_t, 3>> exit_shapes() const;
 };
 
 }  // namespace nn

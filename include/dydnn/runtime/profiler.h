@@ -17,6 +17,7 @@
 #include <dydnn/runtime/selector.h>
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -46,11 +47,24 @@ struct ProfileOptions {
   /// unknown. Name its source where the table is kept (the Python profiler records it in
   /// the model file's metadata).
   EnergyReader energy;
+  /// Nets with early exits: every config is also profiled stopping at each early exit
+  /// (width x exit points, knob `exit` = e; the final head's points carry no `exit`
+  /// knob). Default: true.
+  bool exit_points = true;
+  /// Adaptive early exit: one point per config and threshold, knobs `exit_threshold`
+  /// (the same threshold at every early exit) and `exit_criterion` (0 entropy, 1
+  /// max_prob), metrics `exit_rate_<e>` measured on the validation data, `top1` of the
+  /// adaptive answers, and latency expected from the exit rates: `sum_e rate_e x` the
+  /// batch-1 latency of a sample answered by exit `e` (earlier heads computed and
+  /// passed). Empty: none.
+  std::vector<double> exit_thresholds;
+  nn::ExitCriterion exit_criterion = nn::ExitCriterion::Entropy;
   /// A progress line on stderr.
   bool progress = true;
 };
 
-/// Profiles `net` (every valid config) on `validation` (normalised with `norm`): returns
+/// Profiles `net` (every valid config, and with exits every width x exit point and
+/// adaptive point) on `validation` (normalised with `norm`): returns
 /// one `io::OperatingPoint` per (config, setting) with metrics `latency_p50_us`,
 /// `latency_p95_us`, `top1`, and with an energy source `energy_mj` and `power_w`.
 /// Restores the thread count, the CPU set and any frequency it changed. Throws
@@ -63,6 +77,20 @@ std::vector<io::OperatingPoint> profile(nn::DynamicNet net, const data::ImageDat
 /// from `top1`, power and energy when present. Throws `ValueError` for a point without
 /// latency or accuracy.
 std::vector<Point> to_points(const std::vector<io::OperatingPoint>& table);
+
+/// How a point runs on the net: `exit` = -1 for the final head (or adaptive), else the
+/// early exit it stops at; `adaptive` with `policy` for an `exit_threshold` point.
+struct DepthKnobs {
+  int64_t exit = -1;
+  bool adaptive = false;
+  nn::ExitPolicy policy;
+};
+/// Reads the depth knobs of `knobs` for a net with `num_exits` exits; throws `ValueError`
+/// for an exit out of range or a threshold knob on a net without early exits.
+DepthKnobs depth_knobs(const std::map<std::string, double>& knobs, int64_t num_exits);
+/// Runs `input` on `net` at `config` as a point with `depth` does (the logits).
+torch::Tensor run_at_depth(nn::DynamicNetImpl& net, const torch::Tensor& input, nn::Config config,
+                           const DepthKnobs& depth);
 
 /// Pins every thread of this process to `cpus` (Linux `sched_setaffinity` per task);
 /// returns false (and changes nothing) where that is refused.

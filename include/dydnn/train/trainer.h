@@ -46,6 +46,11 @@ struct TrainOptions {
   bool augment = false;
   int64_t augment_shift = 2;
   bool augment_flip = true;
+  /// Joint training of early exits: the loss is `sum_e exit_weights[e] * loss(exit e)`
+  /// over every exit of the net (the final head last). Empty = weight 1 for each exit
+  /// (just the final head for a net without exits). Needs one weight per exit, each
+  /// >= 0 and not all 0 (checked by `Trainer`).
+  std::vector<double> exit_weights;
   /// Where `checkpoint.pt` is written after every epoch (and so after every stage); empty = nowhere.
   std::string checkpoint_dir;
   /// A progress line on stderr during `fit`.

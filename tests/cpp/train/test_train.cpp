@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "quadrants.h"
+
 #include <filesystem>
 #include <map>
 
@@ -24,16 +26,7 @@ NetSpec tiny_spec(const std::string& connectivity, const std::string& head = "ad
 }
 
 // Four classes, each a bright quadrant, plus noise: learnable in a few epochs.
-ImageDataset tiny_data(int64_t n, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
-  auto labels = torch::randint(0, 4, {n}, gen, torch::kLong);
-  auto images = torch::rand({n, 1, 8, 8}, gen) * 0.5;
-  for (int64_t k = 0; k < n; ++k) {
-    const int64_t c = labels[k].item<int64_t>();
-    images[k].narrow(1, (c / 2) * 4, 4).narrow(2, (c % 2) * 4, 4).add_(0.6);
-  }
-  return ImageDataset{(images.clamp(0, 1) * 255).to(torch::kUInt8), labels};
-}
+ImageDataset tiny_data(int64_t n, uint64_t seed) { return quadrants(n, seed); }
 
 std::map<std::string, torch::Tensor> snapshot(const DynamicNet& net) {
   std::map<std::string, torch::Tensor> out;

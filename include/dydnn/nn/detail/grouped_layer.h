@@ -60,6 +60,18 @@ class GroupedLayerImpl : public torch::nn::Cloneable<Derived> {
     auto [w, b] = weight_.packed_for_training(config, rows);
     return derived().apply(input, w, b);
   }
+  /// Computes only output groups `rows` from the compact input at `config`, without
+  /// autograd: the new groups of an anytime refinement (`DynamicNet::refine`).
+  torch::Tensor forward_rows_inference(const torch::Tensor& input, Config config, Config rows) {
+    auto [w, b] = weight_.rows_for_inference(config, rows);
+    return derived().apply(input, w, b);
+  }
+  /// The additive head's contribution of input groups `columns` (their features,
+  /// compact, in group order): `sum_g W_g x_g + b_g` over those groups, without autograd.
+  torch::Tensor forward_columns_inference(const torch::Tensor& input, Config config, Config columns) {
+    auto [w, b] = weight_.columns_for_inference(config, columns);
+    return derived().apply(input, w, b);
+  }
   /// The parameters `config` uses (only output groups `rows` when given).
   std::vector<torch::Tensor> parameters_of(Config config, Config rows = Config()) const {
     return weight_.parameters_of(config, rows);

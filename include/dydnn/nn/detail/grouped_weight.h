@@ -78,6 +78,12 @@ class GroupedWeight {
   /// The weight of output group `j` over exactly its inputs at `config`, and its
   /// bias, without autograd (a view for contiguous inputs).
   std::pair<torch::Tensor, torch::Tensor> group_for_inference(int64_t j, Config config);
+  /// The weight and bias of output groups `rows` over every active input at `config`,
+  /// without autograd (views when the channels are contiguous, else gathered copies).
+  std::pair<torch::Tensor, torch::Tensor> rows_for_inference(Config config, Config rows);
+  /// For a dense-output layer with per-input-group biases (the additive head): the weight
+  /// columns of input groups `columns` and the sum of their biases, without autograd.
+  std::pair<torch::Tensor, torch::Tensor> columns_for_inference(Config config, Config columns);
   /// Whether any block parameter currently requires a gradient.
   bool requires_grad() const;
   /// The block and bias parameters that `config` uses (only output groups `rows` when
@@ -88,6 +94,7 @@ class GroupedWeight {
   void relayout();
   /// Drops cached copies (call after changing parameters through `.data`).
   void invalidate() {
+    part_cache_.clear();
     cache_config_ = Config();
     cache_ = {};
     view_config_ = Config();
@@ -98,6 +105,7 @@ class GroupedWeight {
 
  private:
   void sync();
+  std::pair<torch::Tensor, torch::Tensor> part_for_inference(Config config, Config part, bool columns);
   torch::Tensor bias_for(Config config);
   uint64_t version_sum() const;
 
@@ -117,6 +125,15 @@ class GroupedWeight {
   Config cache_config_;
   uint64_t cache_version_ = 0;
   std::pair<torch::Tensor, torch::Tensor> cache_;
+  // Contiguous copies of parts of the weight that refinements use, per (config, part).
+  struct PartCache {
+    Config config, part;
+    bool columns = false;
+    uint64_t version = 0;
+    std::pair<torch::Tensor, torch::Tensor> tensors;
+  };
+  static constexpr size_t kPartCacheSize = 16;
+  std::vector<PartCache> part_cache_;
 };
 
 }  // namespace detail
