@@ -78,6 +78,8 @@ def parse_args(argv=None):
     p.add_argument("--requests", type=int, default=12000, help="requests per throughput run (default: %(default)s)")
     p.add_argument("--timeline-seconds", type=float, default=6.0, help="length of a timeline run (default: %(default)s)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: proves the benchmark runs")
+    p.add_argument("--page-only", action="store_true",
+                   help="only write the docs page again from <out>/dist.json (after a change to the page's text)")
     return p.parse_args(argv)
 
 
@@ -155,6 +157,10 @@ def plot(timelines: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.page_only:
+        doc = json.loads((Path(args.out) / "dist.json").read_text())
+        (Path(args.docs or "docs") / "dist_benchmark.md").write_text(page(doc))
+        return 0
     if args.smoke:
         args.train_limit, args.test_limit, args.requests, args.timeline_seconds = 300, 200, 400, 2.0
     out = Path(args.out) / ("dist_smoke" if args.smoke else "dist")
@@ -261,8 +267,8 @@ def page(doc: dict) -> str:
     lines += ["", "## Notes", "",
               f"- HT with two devices served {r['ht_over_one_device']:.2f}x what one device alone (the dispatcher "
               "and one device process) served. "
-              + ("Two devices barely beat one, or not at all, here: " if r["ht_over_one_device"] < 1.5 else "")
-              + "the machine has 2 vCPUs (one physical core) shared by the dispatcher, both devices and whatever "
+              + ("Two devices barely beat one, or not at all, here: t" if r["ht_over_one_device"] < 1.5 else "T")
+              + "he machine has 2 vCPUs (one physical core) shared by the dispatcher, both devices and whatever "
               "else ran (other builds and benchmarks during this run), so a second device process adds no core. "
               "HT's gain over Static and Dynamic is that each request needs one device and one round trip; the "
               "seed's 2x over one device needs a core (or a host) per device.",
