@@ -235,7 +235,8 @@ def page(doc: dict) -> str:
              "| --- | --- | ---: | ---: | --- | --- |"]
     for t in doc["throughput"]:
         cfg = ", ".join(f"{k} {v}" for k, v in sorted(t["configs"].items()))
-        lines.append(f"| {t['label'].replace('|', 'or')} | {t['flow']} | {t['throughput']:.0f} | {t['bytes_per_inference']:.0f} | {cfg} | "
+        flow = t["flow"] if t["mode"] != "ht" else "none (one device per request)"
+        lines.append(f"| {t['label'].replace('|', 'or')} | {flow} | {t['throughput']:.0f} | {t['bytes_per_inference']:.0f} | {cfg} | "
                      f"{'yes' if t['exactly_once'] else 'NO'} |")
     lines += ["", f"HT / Static = **{r['ht_over_static']:.2f}x** (seed goal >= 2.5x); HT / Dynamic = "
               f"**{r['ht_over_dynamic']:.2f}x** (seed goal >= 2x). "
