@@ -378,7 +378,7 @@ Medians.
 | --- | --- | --- | --- | --- | --- | --- |
 {refine}
 
-Reproduce (trains the model when `{s['model']}` is missing, ~5 min on 2 cores):
+Reproduce (trains the model when `{s['model']}` is missing: 5 to 20 min on 2 shared cores):
 
     {doc['command']}
 """
