@@ -76,13 +76,18 @@ def _schedule(kind, what: str):
     return parse
 
 
-def _exit_weights(text: str):
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid exit weights '{text}': one number per exit, the final head last, comma-separated "
-            f"(e.g. 0.5,1)") from None
+def _numbers(what: str, usage: str):
+    def parse(text: str):
+        try:
+            return [float(v) for v in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} '{text}': {usage}") from None
+    parse.__name__ = what
+    return parse
+
+
+_exit_weights = _numbers("exit weights", "one number per exit, the final head last, comma-separated (e.g. 0.5,1)")
+_exit_thresholds = _numbers("exit thresholds", "entropy thresholds in nats, comma-separated (e.g. 0.3,0.6)")
 
 
 def _fraction(text: str) -> float:
@@ -289,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--energy-model", default="generic_host", metavar="PLATFORM",
                     help="the platform whose power model, driven by the CPU time, stands in for a missing meter "
                          "('none': profile without energy then; default: generic_host)")
+    pr.add_argument("--exit-thresholds", type=_exit_thresholds, default=[], metavar="T[,T...]",
+                    help="models with early exits: also an adaptive point per config and entropy threshold "
+                         "(width x exit points are always added; docs/depth.md)")
     pr.add_argument("-o", "--output", metavar="OUT", help="write the profiled model here (default: MODEL itself)")
     pr.add_argument("--plot", metavar="FIG", help="also draw top-1 against latency with the Pareto front")
     _data_arguments(pr, train=False)
@@ -732,7 +740,7 @@ def _cmd_profile(args) -> int:
         warnings.simplefilter("ignore")  # the line above already said where the energy comes from
         table = _runtime.profile(artifact, images, labels, threads=args.threads, core_sets=cores, warmup=args.warmup,
                                  repetitions=args.repetitions, energy=energy, energy_model=model,
-                                 progress=sys.stderr.isatty())
+                                 exit_thresholds=args.exit_thresholds, progress=sys.stderr.isatty())
     with_energy = any("energy_mj" in row["metrics"] for row in table)
     print(f"{'config':<8}{'knobs':<24}{'p50 us':>9}{'p95 us':>9}{'top-1':>9}" + (f"{'mJ':>9}" if with_energy else ""))
     for row in table:

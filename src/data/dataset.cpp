@@ -25,7 +25,10 @@ Normalization Normalization::fit(const torch::Tensor& images) {
 
 torch::Tensor Normalization::apply(const torch::Tensor& images) const {
   DYDNN_CHECK_VALUE(images.defined() && images.dim() == 4, "data", "Normalization.apply: expected images [N, C, H, W]");
-  torch::Tensor x = images.scalar_type() == torch::kUInt8 ? images.to(torch::kFloat).div_(255.0f) : images.to(torch::kFloat);
+  // A copy in every case: the in-place steps below must never write into the caller's
+  // float images (`to(kFloat)` of a float tensor is the tensor itself).
+  torch::Tensor x = images.scalar_type() == torch::kUInt8 ? images.to(torch::kFloat).div_(255.0f)
+                                                          : images.to(torch::kFloat, false, /*copy=*/true);
   if (identity()) return x;
   DYDNN_CHECK_VALUE(static_cast<int64_t>(mean.size()) == x.size(1) && mean.size() == std.size(), "data",
                     "Normalization.apply: images have {} channels but the normalisation has {}", x.size(1),

@@ -126,6 +126,10 @@ std::pair<torch::Tensor, ActivationCache> DynamicNetImpl::forward_cached(const t
   check_config(config);
   check_input(input);
   exit = check_exit(exit);
+  DYDNN_CHECK_VALUE(!is_training(), "nn",
+                    "DynamicNet '{}': forward_cached needs eval mode (call eval(); training-mode BatchNorm would "
+                    "update its statistics)",
+                    spec_.name);
   torch::NoGradGuard no_grad;
   ActivationCache cache;
   cache.config = config;
@@ -170,6 +174,7 @@ torch::Tensor DynamicNetImpl::refine(ActivationCache& cache, Config config, int6
   DYDNN_CHECK_VALUE(heads_[exit].after >= done, "nn",
                     "DynamicNet '{}': cannot refine from exit {} to the shallower exit {} (valid: {}..{})", spec_.name,
                     cache.exit, exit, cache.exit, num_exits() - 1);
+  DYDNN_CHECK_VALUE(!is_training(), "nn", "DynamicNet '{}': refine needs eval mode (call eval())", spec_.name);
   torch::NoGradGuard no_grad;
   const Config added(config.mask() & ~cache.config.mask());
   if (added.empty() && exit == cache.exit) return cache.logits;

@@ -348,3 +348,16 @@ def test_bad_exit_weights(capsys, tmp_path):
     assert "invalid exit weights 'x'" in _error(capsys, "train", "--exit-weights", "x", "--out", tmp_path / "x")
     err = _error(capsys, "train", "--exit-weights", "1,1", "--out", tmp_path / "x")
     assert "exit_weights: 2 values but net 'fashion_mnist_default' has 1 exit(s)" in err
+
+
+def test_profile_with_exit_thresholds(tmp_path):
+    code, _, stderr = run_dydnn("train", "--spec", "fashion_mnist_exits", "--threads", "1", *TINY,
+                                "--out", tmp_path / "run")
+    assert code == 0, stderr
+    code, stdout, stderr = run_dydnn("profile", tmp_path / "run" / "model.dydnn", "--exit-thresholds", "0.5",
+                                     "--repetitions", "3", "--warmup", "1", "--energy", "none", "--test-limit", "50",
+                                     "-o", tmp_path / "profiled.dydnn")
+    assert code == 0, stderr
+    table = dydnn.load_artifact(tmp_path / "profiled.dydnn").operating_points
+    assert sum("exit" in p["knobs"] for p in table) == 4
+    assert sum("exit_threshold" in p["knobs"] for p in table) == 4

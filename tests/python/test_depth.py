@@ -146,3 +146,14 @@ def test_profiler_and_manager_use_width_x_exit_points(trained):
         else:
             expected = net(x, config)
     torch.testing.assert_close(out, expected)
+
+
+def test_normalization_leaves_float_images_alone():
+    """Regression: apply() normalised a float batch in place, so every repeated evaluation
+    (exits.statistics per config) drifted further from the data."""
+    images = torch.rand(2, 1, 8, 8)
+    before = images.clone()
+    norm = dydnn.train.Normalization([0.5], [0.25])
+    out = norm.apply(images)
+    assert torch.equal(images, before)
+    torch.testing.assert_close(out, (before - 0.5) / 0.25)

@@ -94,7 +94,7 @@ class DynamicNetImpl : public torch::nn::Module {
   /// entries or holds a NaN.
   AdaptiveOutput forward_adaptive(const torch::Tensor& input, Config config, const ExitPolicy& policy);
   /// Logits at (`config`, `exit`) together with the activations that `refine` reuses.
-  /// No autograd (the cache holds plain activations).
+  /// No autograd (the cache holds plain activations); eval mode only (`ValueError` otherwise).
   std::pair<torch::Tensor, ActivationCache> forward_cached(const torch::Tensor& input, Config config,
                                                            int64_t exit = -1);
   /// Anytime refinement: the logits at (`config`, `exit`) for the input `cache` was made

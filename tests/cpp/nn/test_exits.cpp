@@ -190,6 +190,9 @@ TEST_CASE("Refine equals a fresh run and computes only the new groups", "[nn][re
                         Contains("valid targets: ABC, ABCD"));
   auto [l2, deep] = net->forward_cached(torch::randn({1, 2, 12, 12}), Config::prefix(2), 1);
   CHECK_THROWS_WITH(net->refine(deep, Config::prefix(3), 0), Contains("cannot refine from exit 1 to the shallower exit 0"));
+  net->train();
+  CHECK_THROWS_WITH(net->forward_cached(torch::randn({1, 2, 12, 12}), Config::prefix(1)), Contains("needs eval mode"));
+  net->eval();
   auto prefix = trained_net(exit_spec("prefix"));
   CHECK_FALSE(prefix->can_refine(Config::prefix(1), Config::prefix(2)));
 }
