@@ -95,9 +95,37 @@ std::vector<Setting> settings_of(const ProfileOptions& o) {
   return out;
 }
 
-// Batch-1 latency of `run` (warm-up, then repetitions).
-LatencyStats timed(const std::function<void()>& run, const ProfileOptions& o) {
-  return measure_latency(run, o.warmup, o.repetitions);
+// Batch-1 latency of `run` (warm-up, then repetitions) and, with an energy source, the
+// energy of one run and the mean power over the repetitions (NaN without one).
+struct Measured {
+  LatencyStats latency;
+  double energy_mj = std::numeric_limits<double>::quiet_NaN();
+  double power_w = std::numeric_limits<double>::quiet_NaN();
+
+  // Writes the latency and, when known, the energy and power metrics of `p`.
+  void write(io::OperatingPoint& p) const {
+    p.metrics[io::metric::kLatencyP50Us] = latency.median_us;
+    p.metrics[io::metric::kLatencyP95Us] = latency.p95_us;
+    if (std::isfinite(energy_mj)) {
+      p.metrics[io::metric::kEnergyMj] = energy_mj;
+      p.metrics[io::metric::kPowerW] = power_w;
+    }
+  }
+};
+
+Measured measure(const std::function<void()>& run, const ProfileOptions& o) {
+  for (int64_t k = 0; k < o.warmup; ++k) run();
+  const double e0 = o.energy ? o.energy() : std::numeric_limits<double>::quiet_NaN();
+  const auto t0 = std::chrono::steady_clock::now();
+  Measured m;
+  m.latency = measure_latency(run, 0, o.repetitions);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double e1 = o.energy ? o.energy() : std::numeric_limits<double>::quiet_NaN();
+  if (std::isfinite(e0) && std::isfinite(e1) && e1 >= e0 && seconds > 0) {
+    m.energy_mj = 1e3 * (e1 - e0) / static_cast<double>(o.repetitions);
+    m.power_w = (e1 - e0) / seconds;
+  }
+  return m;
 }
 
 // The width x exit points and the adaptive points of one config under one setting.
@@ -107,13 +135,12 @@ void profile_depth(nn::DynamicNetImpl& net, const torch::Tensor& image, nn::Conf
   const int64_t exits = net.num_exits();
   if (o.exit_points)
     for (int64_t e = 0; e + 1 < exits; ++e) {
-      const auto stats_e = timed([&] { net.forward_to_exit(image, config, e); }, o);
+      const auto measured = measure([&] { net.forward_to_exit(image, config, e); }, o);
       io::OperatingPoint p;
       p.config = config;
       p.knobs = knobs;
       p.knobs["exit"] = static_cast<double>(e);
-      p.metrics[io::metric::kLatencyP50Us] = stats_e.median_us;
-      p.metrics[io::metric::kLatencyP95Us] = stats_e.p95_us;
+      measured.write(p);
       int64_t right = 0;
       for (auto c : stats.correct[e]) right += c;
       p.metrics[io::metric::kTop1] = static_cast<double>(right) / static_cast<double>(std::max<int64_t>(1, stats.count()));
@@ -122,11 +149,11 @@ void profile_depth(nn::DynamicNetImpl& net, const torch::Tensor& image, nn::Conf
   if (o.exit_thresholds.empty()) return;
   // A sample answered by exit e also computed (and passed) the heads before it: time each
   // such path once (threshold 0 never exits, a huge one always does).
-  std::vector<LatencyStats> path;
+  std::vector<Measured> path;
   for (int64_t e = 0; e < exits; ++e) {
     nn::ExitPolicy policy{o.exit_criterion, std::vector<double>(static_cast<size_t>(exits - 1), 0.0), false};
     if (e + 1 < exits) policy.thresholds[static_cast<size_t>(e)] = std::numeric_limits<double>::max();
-    path.push_back(timed([&] { net.forward_adaptive(image, config, policy); }, o));
+    path.push_back(measure([&] { net.forward_adaptive(image, config, policy); }, o));
   }
   for (const double t : o.exit_thresholds) {
     const auto outcome = train::evaluate_thresholds(stats, std::vector<double>(static_cast<size_t>(exits - 1), t));
@@ -135,15 +162,25 @@ void profile_depth(nn::DynamicNetImpl& net, const torch::Tensor& image, nn::Conf
     p.knobs = knobs;
     p.knobs["exit_threshold"] = t;
     p.knobs["exit_criterion"] = o.exit_criterion == nn::ExitCriterion::MaxProb ? 1.0 : 0.0;
-    double p50 = 0, p95 = 0;
+    double p50 = 0, p95 = 0, energy = 0, seconds = 0;
     for (int64_t e = 0; e < exits; ++e) {
       const double rate = outcome.exit_rates[static_cast<size_t>(e)];
+      const Measured& m = path[static_cast<size_t>(e)];
       p.metrics[fmt::format("exit_rate_{}", e)] = rate;
-      p50 += rate * path[static_cast<size_t>(e)].median_us;
-      if (rate > 0) p95 = path[static_cast<size_t>(e)].p95_us;  // the deepest exit that answers
+      p50 += rate * m.latency.median_us;
+      if (rate > 0) p95 = m.latency.p95_us;  // the deepest exit that answers
+      if (rate > 0) {  // a path no sample takes costs nothing, known or not
+        energy += rate * m.energy_mj;
+        // The path's mean time as its power was measured (the median when the meter did not move).
+        seconds += rate * (m.power_w > 0 ? 1e-3 * m.energy_mj / m.power_w : 1e-6 * m.latency.median_us);
+      }
     }
     p.metrics[io::metric::kLatencyP50Us] = p50;
     p.metrics[io::metric::kLatencyP95Us] = p95;
+    if (o.energy && std::isfinite(energy)) {
+      p.metrics[io::metric::kEnergyMj] = energy;
+      p.metrics[io::metric::kPowerW] = seconds > 0 ? 1e-3 * energy / seconds : 0.0;
+    }
     p.metrics[io::metric::kTop1] = outcome.accuracy;
     table.push_back(std::move(p));
   }
@@ -217,23 +254,11 @@ std::vector<io::OperatingPoint> profile(nn::DynamicNet net, const data::ImageDat
           options.dvfs->domains()[domain].frequencies_hz, hz));
     }
     for (const auto config : net->configs()) {
-      const auto run = [&] { net->forward(image, config); };  // the final head
-      for (int64_t k = 0; k < options.warmup; ++k) run();
-      const double e0 = options.energy ? options.energy() : std::numeric_limits<double>::quiet_NaN();
-      const auto t0 = std::chrono::steady_clock::now();
-      const auto stats = measure_latency(run, 0, options.repetitions);
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const double e1 = options.energy ? options.energy() : std::numeric_limits<double>::quiet_NaN();
       io::OperatingPoint p;
       p.config = config;
       p.knobs = knobs;
-      p.metrics[io::metric::kLatencyP50Us] = stats.median_us;
-      p.metrics[io::metric::kLatencyP95Us] = stats.p95_us;
+      measure([&] { net->forward(image, config); }, options).write(p);  // the final head
       p.metrics[io::metric::kTop1] = top1.at(config);
-      if (std::isfinite(e0) && std::isfinite(e1) && e1 >= e0) {
-        p.metrics[io::metric::kEnergyMj] = 1e3 * (e1 - e0) / static_cast<double>(options.repetitions);
-        p.metrics[io::metric::kPowerW] = (e1 - e0) / seconds;
-      }
       table.push_back(std::move(p));
       if (depth) profile_depth(*net, image, config, exit_stats.at(config), knobs, options, table);
     }

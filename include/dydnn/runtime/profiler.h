@@ -48,15 +48,16 @@ struct ProfileOptions {
   /// the model file's metadata).
   EnergyReader energy;
   /// Nets with early exits: every config is also profiled stopping at each early exit
-  /// (width x exit points, knob `exit` = e; the final head's points carry no `exit`
-  /// knob). Default: true.
+  /// (width x exit points, knob `exit` = e, measured like the final head's points,
+  /// energy included; the final head's points carry no `exit` knob). Default: true.
   bool exit_points = true;
   /// Adaptive early exit: one point per config and threshold, knobs `exit_threshold`
   /// (the same threshold at every early exit) and `exit_criterion` (0 entropy, 1
   /// max_prob), metrics `exit_rate_<e>` measured on the validation data, `top1` of the
   /// adaptive answers, and latency expected from the exit rates: `sum_e rate_e x` the
   /// batch-1 latency of a sample answered by exit `e` (earlier heads computed and
-  /// passed). Empty: none.
+  /// passed); with an energy source, energy expected the same way and power = that
+  /// energy over that latency. Empty: none.
   std::vector<double> exit_thresholds;
   nn::ExitCriterion exit_criterion = nn::ExitCriterion::Entropy;
   /// A progress line on stderr.

@@ -6,6 +6,9 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <chrono>
+#include <cmath>
+
 namespace {
 
 using namespace dydnn;
@@ -49,6 +52,34 @@ TEST_CASE("the profiler adds width x exit points and adaptive points", "[runtime
   // The selector reads them; the names say the knob.
   const auto points = runtime::to_points(table);
   CHECK(points[1].name.find("exit=0") != std::string::npos);
+}
+
+TEST_CASE("with an energy source every depth point has energy and power", "[runtime][profiler][exits][energy]") {
+  torch::manual_seed(10);
+  nn::DynamicNet net(tiny_exits());
+  const data::ImageDataset data{torch::randint(0, 256, {30, 1, 8, 8}, torch::kLong).to(torch::kUInt8),
+                                torch::randint(0, 4, {30})};
+  runtime::ProfileOptions o;
+  o.warmup = 1;
+  o.repetitions = 20;
+  o.progress = false;
+  o.exit_thresholds = {0.5, 100.0};
+  // A meter drawing 2 W all the time: energy per inference follows latency.
+  const auto start = std::chrono::steady_clock::now();
+  o.energy = [start] { return 2.0 * std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  const auto table = runtime::profile(net, data, data::Normalization{}, o);
+  for (const auto& p : table) {
+    INFO(p.config.name() << " exit " << (p.knobs.count("exit") ? p.knobs.at("exit") : -1.0));
+    REQUIRE(p.metrics.count(io::metric::kEnergyMj) == 1);
+    REQUIRE(p.metrics.count(io::metric::kPowerW) == 1);
+    CHECK(p.metrics.at(io::metric::kEnergyMj) > 0);
+    CHECK(p.metrics.at(io::metric::kPowerW) > 0.5);
+    CHECK(p.metrics.at(io::metric::kPowerW) < 8.0);
+  }
+  // The always-exiting adaptive point costs what its one path costs; the selector sees it.
+  for (size_t c = 0; c < net->configs().size(); ++c)
+    CHECK(table[4 * c + 3].metrics.at(io::metric::kEnergyMj) > 0);
+  for (const auto& point : runtime::to_points(table)) CHECK(std::isfinite(point.energy_j));
 }
 
 TEST_CASE("the manager runs each point at its depth", "[runtime][manager][exits]") {
