@@ -7,7 +7,7 @@ import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _C
 from ._C import Config, Connectivity, Execution, GroupSpec, NetSpec, retain_freed_memory
-from . import data, exits, io, nn, plots, runtime, train
+from . import anytime, data, exits, io, nn, plots, runtime, train
 from .io import Artifact, load, load_artifact, save
 from .specs import spec_path, available_specs
 
@@ -24,6 +24,7 @@ __all__ = [
     "load",
     "load_artifact",
     "data",
+    "anytime",
     "exits",
     "io",
     "runtime",

@@ -3,6 +3,7 @@
 #include "bindings.h"
 
 #include <dydnn/nn/dynamic_net.h>
+#include <dydnn/runtime/anytime.h>
 #include <dydnn/runtime/latency.h>
 #include <dydnn/train/exits.h>
 
@@ -187,6 +188,54 @@ void bind_depth(py::module_& m) {
       },
       py::arg("stats"), py::arg("target"), py::arg("value"),
       "Thresholds for a target 'accuracy' (of each exit's answers) or 'exit_rate' (of the examples reaching it).");
+
+  py::class_<runtime::AnytimeAnswer>(m, "AnytimeAnswer", "The best answer an AnytimeRunner run reached.")
+      .def_readonly("logits", &runtime::AnytimeAnswer::logits)
+      .def_readonly("step", &runtime::AnytimeAnswer::step)
+      .def_readonly("config", &runtime::AnytimeAnswer::config)
+      .def_readonly("exit", &runtime::AnytimeAnswer::exit)
+      .def_readonly("elapsed_us", &runtime::AnytimeAnswer::elapsed_us)
+      .def_readonly("complete", &runtime::AnytimeAnswer::complete)
+      .def("__repr__", [](const runtime::AnytimeAnswer& a) {
+        return fmt::format("dydnn.AnytimeAnswer(step={}, config={}, exit={}, elapsed_us={:.1f}, complete={})", a.step,
+                           a.config.name(), a.exit, a.elapsed_us, a.complete ? "True" : "False");
+      });
+  py::class_<runtime::AnytimeRunner>(m, "AnytimeRunner", "Refinement steps run against a time budget.")
+      .def(py::init([](std::shared_ptr<DynamicNetImpl> net, const std::vector<std::pair<py::object, int64_t>>& steps) {
+             std::vector<runtime::AnytimeStep> s;
+             for (const auto& [config, exit] : steps)
+               s.push_back({to_config(config, net->connectivity().num_groups()), exit});
+             return runtime::AnytimeRunner(nn::DynamicNet(std::move(net)), std::move(s));
+           }),
+           py::arg("net"), py::arg("steps"))
+      .def_property_readonly("steps",
+                             [](const runtime::AnytimeRunner& r) {
+                               std::vector<std::pair<Config, int64_t>> out;
+                               for (const auto& s : r.steps()) out.emplace_back(s.config, s.exit);
+                               return out;
+                             })
+      .def_property_readonly("expected_us", &runtime::AnytimeRunner::expected_us)
+      .def("set_smoothing", &runtime::AnytimeRunner::set_smoothing, py::arg("alpha"))
+      .def("calibrate",
+           [](runtime::AnytimeRunner& r, const torch::Tensor& x, int64_t repetitions) {
+             py::gil_scoped_release release;
+             c10::InferenceMode guard;
+             r.calibrate(x, repetitions);
+           },
+           py::arg("input"), py::arg("repetitions") = 20)
+      .def("run",
+           [](runtime::AnytimeRunner& r, const torch::Tensor& x, double budget_us, const py::object& callback) {
+             c10::InferenceMode guard;
+             if (callback.is_none()) {
+               py::gil_scoped_release release;
+               return r.run(x, budget_us);
+             }
+             return r.run(x, budget_us, [&](const runtime::AnytimeAnswer& a) {
+               const py::object go_on = callback(a);  // None (no return statement) goes on
+               return go_on.is_none() || static_cast<bool>(py::bool_(go_on));
+             });
+           },
+           py::arg("input"), py::arg("budget_us"), py::arg("callback") = py::none());
 }
 
 }  // namespace python

@@ -106,6 +106,30 @@ def test_refine_equals_a_fresh_run(trained):
         net.refine(cache, "A")
 
 
+def test_anytime_runner_answers_now_and_improves_while_time_allows(trained):
+    net, norm = trained
+    x = norm.apply(quadrants(1, 6)[0])
+    runner = dydnn.anytime.AnytimeRunner(net)
+    assert [(c.name, e) for c, e in runner.steps] == [("A", 0), ("A", 1), ("AB", 1), ("ABC", 1), ("ABCD", 1)]
+    expected = runner.calibrate(x, repetitions=3)
+    assert len(expected) == 5 and all(t > 0 for t in expected)
+    seen = []
+    answer = runner.run(x, budget_us=1e9, callback=lambda a: seen.append(a.step))
+    assert answer.complete and answer.config.name == "ABCD" and seen == [0, 1, 2, 3, 4]
+    with torch.no_grad():
+        torch.testing.assert_close(answer.logits, net(x, "ABCD"))
+    first = runner.run(x, budget_us=1e-3)  # spent by the first answer
+    assert first.step == 0 and not first.complete and first.exit == 0
+    stopped = runner.run(x, budget_us=1e9, callback=lambda a: a.step < 1)
+    assert stopped.step == 1 and stopped.config.name == "A" and stopped.exit == 1
+    custom = dydnn.anytime.AnytimeRunner(net, [("A", -1), ("ABCD", -1)])
+    assert custom.run(x, 1e9).config.name == "ABCD"
+    with pytest.raises(ValueError, match=r"step 1 \(A@1\) cannot be refined to from step 0 \(AB@1\)"):
+        dydnn.anytime.AnytimeRunner(net, [("AB", 1), ("A", 1)])
+    with pytest.raises(ValueError, match=r"budget -1 us \(valid: a positive number"):
+        runner.run(x, -1)
+
+
 def test_exits_survive_the_model_file(trained, tmp_path):
     net, norm = trained
     path = tmp_path / "exits.dydnn"
