@@ -110,6 +110,7 @@ class LocalCluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.binary = serve_binary()
         self._devices: Dict[int, subprocess.Popen] = {}
+        self._last: Dict[int, subprocess.Popen] = {}  # kept after close()
         self._starts: Dict[int, int] = {}
 
     def start_device(self, rank: int) -> subprocess.Popen:
@@ -122,12 +123,12 @@ class LocalCluster:
         p = subprocess.Popen(self._command(rank, ["--role", "device", "--model", self.model]),
                              stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
-        self._devices[rank] = p
+        self._devices[rank] = self._last[rank] = p
         return p
 
     def device(self, rank: int) -> Optional[subprocess.Popen]:
         """The last process started as device ``rank`` (maybe exited), or ``None``."""
-        return self._devices.get(rank)
+        return self._last.get(rank)
 
     def _command(self, rank: int, args: Sequence[str]) -> List[str]:
         bind = ["--bind-host", self.bind_hosts[rank]] if rank in self.bind_hosts else []
