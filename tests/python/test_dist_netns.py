@@ -74,13 +74,16 @@ def _cluster(models, hosts, mode, tmp_path, bind=False, **kw):
                               failure_timeout_ms=FAILURE_TIMEOUT_MS, **kw)
 
 
-def _link_actions(hosts, rank, down_at, up_at):
-    def unplug(r):
-        hosts.set_link(r, False)
+def _unplug(hosts):
+    def unplug(rank):
+        hosts.set_link(rank, False)
+    return unplug
 
-    def plug(r):
-        hosts.set_link(r, True)
-    return [(down_at, unplug, rank), (up_at, plug, rank)]
+
+def _plug(hosts):
+    def plug(rank):
+        hosts.set_link(rank, True)
+    return plug
 
 
 def _action_time(report, name):
@@ -92,6 +95,21 @@ def _detection(report, rank, cause):
     down = events(report, "down", rank)
     assert len(down) == 1, report["events"]
     return report["unix_zero"] + down[0]["t"] - _action_time(report, cause), down[0]
+
+
+def _serve_through_outage(cluster, models, tmp_path, repeat, actions, cause):
+    """Serves the images `repeat` times at 800 a second through `actions`; checks every answer
+    and that the dispatcher saw device 2's loss by its heartbeat, a failure timeout after `cause`."""
+    report = cluster.run(["--images", str(models["images"]), "--repeat", str(repeat), "--rate", "800"],
+                         actions=actions, logits=tmp_path / "l.bin", timeout=RUN_TIMEOUT)
+    counts = check_answers(report, models, "cross", tmp_path / "l.bin", 120 * repeat)
+    assert report["errors"] == 0
+    detection, down = _detection(report, 2, cause)
+    print(f"link down -> loss seen by the dispatcher: {detection:.3f} s ({down['detail']})")
+    # Nothing breaks on a silent partition: the heartbeat alone tells, after the failure timeout.
+    assert down["detail"] == "heartbeat", down
+    assert FAILURE_TIMEOUT_MS / 1000 * 0.8 <= detection < FAILURE_TIMEOUT_MS / 1000 + 1.0, detection
+    return report, counts
 
 
 @pytest.mark.parametrize("mode,configs", [("ht", {"AB", "CD"}), ("ha", {"ABCD"})])
@@ -120,16 +138,9 @@ def test_kill_across_hosts_answers_every_request_once(models, hosts, tmp_path, b
 
 def test_a_short_outage_is_survived_and_the_device_rejoins_by_itself(models, hosts, tmp_path, binary):
     cluster = _cluster(models, hosts, "ha", tmp_path, store_timeout_ms=10000)
-    n = 120 * 60  # 9 s at 800 a second; the cable is out from 1 s to 3 s
-    report = cluster.run(["--images", str(models["images"]), "--repeat", "60", "--rate", "800"],
-                         actions=_link_actions(hosts, 2, 1.0, 3.0), logits=tmp_path / "l.bin", timeout=RUN_TIMEOUT)
-    counts = check_answers(report, models, "cross", tmp_path / "l.bin", n)
-    assert report["errors"] == 0
-    detection, down = _detection(report, 2, "unplug")
-    print(f"link down -> loss seen by the dispatcher: {detection:.3f} s ({down['detail']})")
-    # Nothing breaks on a silent partition: the heartbeat alone tells, after the failure timeout.
-    assert down["detail"] == "heartbeat", down
-    assert FAILURE_TIMEOUT_MS / 1000 * 0.8 <= detection < FAILURE_TIMEOUT_MS / 1000 + 1.0, detection
+    # 9 s of requests; the cable is out from 1 s to 3 s.
+    report, counts = _serve_through_outage(cluster, models, tmp_path, 60,
+                                           [(1.0, _unplug(hosts), 2), (3.0, _plug(hosts), 2)], "unplug")
     plugged = _action_time(report, "plug") - report["unix_zero"]
     up_again = [e for e in events(report, "up", 2) if e["t"] > plugged]
     assert up_again, f"the device rejoined after the cable came back: {report['events']}"
@@ -156,17 +167,9 @@ def test_a_long_outage_makes_the_device_exit_and_a_restarted_one_rejoins(models,
             except subprocess.TimeoutExpired:
                 pass
         threading.Thread(target=watch, daemon=True).start()
-    # 12 s at 800 a second; the cable is out from 1 s to 7 s, a new device starts at 7.1 s.
-    n = 120 * 80
-    actions = [(1.0, unplug_and_watch, 2), *_link_actions(hosts, 2, 7.0, 7.0)[1:], (7.1, "restart", 2)]
-    report = cluster.run(["--images", str(models["images"]), "--repeat", "80", "--rate", "800"],
-                         actions=actions, logits=tmp_path / "l.bin", timeout=RUN_TIMEOUT)
-    counts = check_answers(report, models, "cross", tmp_path / "l.bin", n)
-    assert report["errors"] == 0
-    detection, down = _detection(report, 2, "unplug_and_watch")
-    print(f"link down -> loss seen by the dispatcher: {detection:.3f} s ({down['detail']})")
-    assert down["detail"] == "heartbeat", down
-    assert FAILURE_TIMEOUT_MS / 1000 * 0.8 <= detection < FAILURE_TIMEOUT_MS / 1000 + 1.0, detection
+    # 12 s of requests; the cable is out from 1 s to 7 s, a new device starts at 7.1 s.
+    actions = [(1.0, unplug_and_watch, 2), (7.0, _plug(hosts), 2), (7.1, "restart", 2)]
+    report, counts = _serve_through_outage(cluster, models, tmp_path, 80, actions, "unplug_and_watch")
     log = (tmp_path / "logs" / "device2.0.log").read_text()
     assert exited and exited[0][1] == 1, f"the partitioned device did not exit with an error: {exited}\n{log[-2000:]}"
     gave_up = exited[0][0] - _action_time(report, "unplug_and_watch")
