@@ -6,7 +6,8 @@ but the addresses differs from the loopback runs of test_dist.py. Unplugging a d
 cable at the switch partitions it silently (no reset, no error): the dispatcher must see
 the loss by the heartbeat within the failure timeout, and the device must rejoin by itself
 when the cable is back (a short outage) or exit with an error (an outage longer than the
-store timeout) so that a supervisor restarts it.
+store timeout) so that a supervisor restarts it. The dispatcher's own cable out loses both
+devices; both rejoin.
 
 Skipped (with the reason) where namespaces cannot be made: not root, no `ip`, no
 CAP_NET_ADMIN. Every test has a hard timeout (SIGALRM) and removes its namespaces even
@@ -149,6 +150,19 @@ def test_a_short_outage_is_survived_and_the_device_rejoins_by_itself(models, hos
     assert counts["AB"] > 0, counts  # the survivor served alone meanwhile
     assert {a[1] for a in report["answers"] if a[3] > up_again[0]["t"] + 0.05} == {"ABCD"}
     assert cluster.device(2).returncode == 0, (tmp_path / "logs" / "device2.0.log").read_text()[-2000:]
+
+
+def test_the_dispatchers_outage_loses_both_devices_and_both_rejoin(models, hosts, tmp_path, binary):
+    cluster = _cluster(models, hosts, "ht", tmp_path, store_timeout_ms=10000)
+    # 9 s of requests; the dispatcher's cable is out from 1 s to 3 s: requests wait meanwhile.
+    report, counts = _serve_through_outage(cluster, models, tmp_path, 60,
+                                           [(1.0, _unplug(hosts), 0), (3.0, _plug(hosts), 0)], "unplug")
+    assert [e["detail"] for e in events(report, "down", 1)] == ["heartbeat"], report["events"]
+    plugged = _action_time(report, "plug") - report["unix_zero"]
+    for rank in (1, 2):
+        assert [e for e in events(report, "up", rank) if e["t"] > plugged], report["events"]
+        assert cluster.device(rank).returncode == 0
+    assert counts["AB"] > 0 and counts["CD"] > 0, counts
 
 
 def test_a_long_outage_makes_the_device_exit_and_a_restarted_one_rejoins(models, hosts, tmp_path, binary):
