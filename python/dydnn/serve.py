@@ -205,6 +205,9 @@ class LocalCluster:
             dispatcher.wait()
             raise TimeoutError(f"the dispatcher did not finish within {timeout} s (logs in {self.log_dir})")
         finally:
+            if dispatcher.poll() is None:  # interrupted (a signal, an error in an action)
+                dispatcher.kill()
+                dispatcher.wait()
             reader.join(timeout=5)
             self.close()
         if dispatcher.returncode != 0 and not report_path.is_file():
