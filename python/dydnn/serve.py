@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = ["MODES", "serve_binary", "free_port", "LocalCluster"]
 
@@ -73,12 +73,17 @@ class LocalCluster:
     (device ``r`` holds island ``r - 1``). The time bounds are those of
     ``dydnn::dist::ClusterOptions`` (milliseconds). Raises ``ValueError`` naming a bad
     argument and ``FileNotFoundError`` for a missing model or program. Not thread-safe.
+
+    To stand in for several hosts, ``launchers`` maps a rank to the command prefix that
+    runs it elsewhere (``["ip", "netns", "exec", "host1"]``), ``bind_hosts`` a rank to its
+    ``--bind-host``, and ``master_addr`` is the dispatcher's address as the devices reach it.
     """
 
     def __init__(self, model: Union[str, os.PathLike], mode: str = "ht", devices: int = 2, *,
                  port: Optional[int] = None, heartbeat_ms: int = 50, failure_timeout_ms: int = 500,
                  store_timeout_ms: int = 5000, window: int = 4, threads: int = 1,
-                 log_dir: Optional[Union[str, os.PathLike]] = None):
+                 log_dir: Optional[Union[str, os.PathLike]] = None, master_addr: str = "127.0.0.1",
+                 launchers: Mapping[int, Sequence[str]] = {}, bind_hosts: Mapping[int, str] = {}):
         if mode not in MODES:
             raise ValueError(f"mode '{mode}' (valid: {', '.join(MODES)})")
         if devices not in (1, 2):
@@ -88,9 +93,15 @@ class LocalCluster:
             raise FileNotFoundError(f"model file not found: {self.model}")
         self.mode = mode
         self.devices = devices
+        for what, ranks in (("launchers", launchers), ("bind_hosts", bind_hosts)):
+            for r in ranks:
+                if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= devices:
+                    raise ValueError(f"{what}: rank {r!r} (valid: 0..{devices})")
+        self.launchers = {r: list(p) for r, p in launchers.items()}
+        self.bind_hosts = dict(bind_hosts)
         self.port = port if port is not None else free_port()
         self.cluster_args = [
-            "--master-addr", "127.0.0.1", "--master-port", str(self.port), "--world-size", str(devices + 1),
+            "--master-addr", master_addr, "--master-port", str(self.port), "--world-size", str(devices + 1),
             "--heartbeat-ms", str(_positive("heartbeat_ms", heartbeat_ms)),
             "--failure-timeout-ms", str(_positive("failure_timeout_ms", failure_timeout_ms)),
             "--store-timeout-ms", str(_positive("store_timeout_ms", store_timeout_ms)),
@@ -99,6 +110,7 @@ class LocalCluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.binary = serve_binary()
         self._devices: Dict[int, subprocess.Popen] = {}
+        self._last: Dict[int, subprocess.Popen] = {}  # kept after close()
         self._starts: Dict[int, int] = {}
 
     def start_device(self, rank: int) -> subprocess.Popen:
@@ -108,11 +120,19 @@ class LocalCluster:
         n = self._starts.get(rank, 0)
         self._starts[rank] = n + 1
         log = open(self.log_dir / f"device{rank}.{n}.log", "w")
-        p = subprocess.Popen([self.binary, "--role", "device", "--model", self.model, "--rank", str(rank),
-                              *self.cluster_args], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        p = subprocess.Popen(self._command(rank, ["--role", "device", "--model", self.model]),
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
-        self._devices[rank] = p
+        self._devices[rank] = self._last[rank] = p
         return p
+
+    def device(self, rank: int) -> Optional[subprocess.Popen]:
+        """The last process started as device ``rank`` (maybe exited), or ``None``."""
+        return self._last.get(rank)
+
+    def _command(self, rank: int, args: Sequence[str]) -> List[str]:
+        bind = ["--bind-host", self.bind_hosts[rank]] if rank in self.bind_hosts else []
+        return [*self.launchers.get(rank, []), self.binary, *args, "--rank", str(rank), *self.cluster_args, *bind]
 
     def kill_device(self, rank: int) -> float:
         """``SIGKILL``s device ``rank``; returns the time (``time.time()``) of the kill."""
@@ -124,22 +144,24 @@ class LocalCluster:
         p.wait(timeout=10)
         return t
 
-    def run(self, source: Sequence[str], *, actions: Sequence[Tuple[float, str, int]] = (),
+    def run(self, source: Sequence[str], *,
+            actions: Sequence[Tuple[float, Union[str, Callable[[int], object]], int]] = (),
             timeout: float = 120.0, logits: Optional[Union[str, os.PathLike]] = None,
             extra: Sequence[str] = ()) -> dict:
         """Serves the requests ``source`` names (``["--random", "1000"]``, ``["--images", IDX,
         "--limit", "500"]``) and returns the dispatcher's report (``dydnn_serve --report``)
         with ``actions`` added. ``actions``: ``(seconds after serving began, "kill" |
-        "restart", rank)``, each done on time; the report's ``"actions"`` hold
-        ``(unix time, action, rank)``. Raises ``TimeoutError`` (every process killed) when
+        "restart", rank)``, each done on time; the action may also be a function, called
+        with the rank (unplugging its network, say); the report's ``"actions"`` hold
+        ``(unix time, action or function name, rank)``. Raises ``TimeoutError`` (every process killed) when
         the run takes over ``timeout`` seconds, ``RuntimeError`` with the dispatcher's
         error when it fails."""
         for a in actions:
-            if len(a) != 3 or a[1] not in _ACTIONS:
-                raise ValueError(f"action {a!r} (valid: (seconds, 'kill' | 'restart', rank))")
+            if len(a) != 3 or not (callable(a[1]) or a[1] in _ACTIONS):
+                raise ValueError(f"action {a!r} (valid: (seconds, 'kill' | 'restart' | a function, rank))")
         report_path = self.log_dir / "report.json"
-        cmd = [self.binary, "--role", "dispatcher", "--model", self.model, "--mode", self.mode, "--rank", "0",
-               "--report", str(report_path), "--quiet", *self.cluster_args, *extra, *source]
+        cmd = [*self._command(0, ["--role", "dispatcher", "--model", self.model, "--mode", self.mode,
+                                  "--report", str(report_path), "--quiet"]), *extra, *source]
         if logits is not None:
             cmd += ["--logits", str(logits)]
         dispatcher = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -163,12 +185,15 @@ class LocalCluster:
                 if dispatcher.poll() is not None or time.monotonic() > deadline:
                     break
             began = time.monotonic()
-            for at, what, rank in sorted(actions):
+            for at, what, rank in sorted(actions, key=lambda a: a[0]):
                 while time.monotonic() < began + at and dispatcher.poll() is None:
                     time.sleep(0.002)
                 if dispatcher.poll() is not None:
                     break
-                if what == "kill":
+                if callable(what):
+                    done.append((time.time(), getattr(what, "__name__", "call"), rank))
+                    what(rank)
+                elif what == "kill":
                     done.append((self.kill_device(rank), what, rank))
                 else:
                     self.start_device(rank)
@@ -180,6 +205,9 @@ class LocalCluster:
             dispatcher.wait()
             raise TimeoutError(f"the dispatcher did not finish within {timeout} s (logs in {self.log_dir})")
         finally:
+            if dispatcher.poll() is None:  # interrupted (a signal, an error in an action)
+                dispatcher.kill()
+                dispatcher.wait()
             reader.join(timeout=5)
             self.close()
         if dispatcher.returncode != 0 and not report_path.is_file():

@@ -1,3 +1,4 @@
+#include "heartbeat.h"
 #include "pair_link.h"
 
 #include <dydnn/dist/device.h>
@@ -89,10 +90,51 @@ class Mailbox {
 
 void log(int64_t rank, const std::string& what) { std::cerr << "[dydnn.dist] device " << rank << ": " << what << std::endl; }
 
+// Leaves the pair (aborts the link) when the dispatcher cannot see this device: the store
+// has not answered a heartbeat for the failure timeout (the network is down: the dispatcher
+// is declaring the device lost just as well), or the dispatcher declared `gen` lost. A
+// partitioned pair sees no error of its own: its sockets just fall silent.
+class PairWatch {
+ public:
+  PairWatch(detail::Heartbeat& heartbeat, detail::PairLink& link, Mailbox& box, int64_t gen, const ClusterOptions& o)
+      : thread_([&, gen, o] {
+          std::unique_lock<std::mutex> lock(mutex_);
+          while (!done_) {
+            std::string why;
+            if (heartbeat.lost_generation() >= gen)
+              why = fmt::format("the dispatcher dropped generation {}", gen);
+            else if (heartbeat.silent_ms() >= o.failure_timeout_ms)
+              why = fmt::format("no heartbeat reached the store for {} ms", heartbeat.silent_ms());
+            if (!why.empty()) {
+              log(o.rank, why + ": leaving the pair");
+              link.abort();
+              box.close();
+              return;
+            }
+            cv_.wait_for(lock, std::chrono::milliseconds(o.heartbeat_ms));
+          }
+        }) {}
+  ~PairWatch() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
 // Serves one generation of the pair; true when the dispatcher said stop.
 bool serve_pair(nn::DynamicNetImpl& net, const Split& split, int64_t part, detail::PairLink& link,
-                const ClusterOptions& o) {
+                detail::Heartbeat& heartbeat, int64_t gen, const ClusterOptions& o) {
   Mailbox box;
+  PairWatch watch(heartbeat, link, box, gen, o);
   std::thread receiver([&] {
     try {
       for (;;) {
@@ -156,6 +198,7 @@ int run_device(nn::DynamicNet net, const ClusterOptions& options) {
   options.validate();
   DYDNN_CHECK_VALUE(options.rank >= 1, "dist", "a device needs rank 1..{} (got rank {}; rank 0 is the dispatcher)",
                     options.world_size - 1, options.rank);
+  detail::check_bind_host(options);
   const int64_t rank = options.rank;
   auto store = detail::open_store(options, false);
   store->wait({"dydnn/mode"}, std::chrono::milliseconds(options.store_timeout_ms));
@@ -171,45 +214,38 @@ int run_device(nn::DynamicNet net, const ClusterOptions& options) {
     for (const auto& c : net->configs()) net->forward(x, c);
   }
 
-  std::atomic<bool> done{false};
-  std::thread heartbeat([&] {
-    try {
-      auto hb_store = detail::open_store(options, false);
-      while (!done) {
-        hb_store->add(detail::key("hb", rank), 1);
-        std::this_thread::sleep_for(std::chrono::milliseconds(options.heartbeat_ms));
-      }
-    } catch (const std::exception& e) {
-      log(rank, std::string("heartbeat stopped: ") + e.what());
-    }
-  });
-  struct Join {
-    std::atomic<bool>& done;
-    std::thread& t;
-    ~Join() {
-      done = true;
-      t.join();
-    }
-  } join_heartbeat{done, heartbeat};
-
+  detail::Heartbeat heartbeat(options);
   log(rank, fmt::format("part {} of '{}' ({}; mode {}, flow {})", part, net->spec().name,
                         split.parts[static_cast<size_t>(part)].name(), to_string(mode), to_string(split.flow)));
   const auto op_timeout = std::chrono::milliseconds(options.failure_timeout_ms * 4);
+  const auto rendezvous_timeout = std::chrono::milliseconds(options.store_timeout_ms);
   const int64_t frame = detail::max_payload(*net);
   for (;;) {
-    if (store->check({"dydnn/stop"})) return 0;
-    const int64_t gen = store->add(detail::key("gen", rank), 1);
+    // Out of touch with the store for store_timeout_ms: the dispatcher is gone, or the
+    // network has been down that long; a supervisor restarting the device rejoins it.
+    if (!heartbeat.wait_for_contact())
+      throw std::runtime_error(fmt::format(
+          "[dydnn.dist] device {}: lost the store at {}:{}: no answer for {} ms (the dispatcher is gone or "
+          "unreachable)",
+          rank, options.master_addr, options.master_port, heartbeat.silent_ms()));
     std::unique_ptr<detail::PairLink> link;
+    int64_t gen = 0;
     try {
-      link = std::make_unique<detail::PairLink>(store, fmt::format("dydnn/pair/{}/{}/", rank, gen), 1,
-                                                detail::gloo_host(options), op_timeout, frame);
-    } catch (const std::exception& e) {
+      if (!store) store = detail::open_store(options, false);
       if (store->check({"dydnn/stop"})) return 0;
-      log(rank, fmt::format("generation {}: no pair ({}), trying again", gen, std::string(e.what()).substr(0, 200)));
+      gen = store->add(detail::key("gen", rank), 1);
+      link = std::make_unique<detail::PairLink>(store, fmt::format("dydnn/pair/{}/{}/", rank, gen), 1,
+                                                detail::gloo_host(options), rendezvous_timeout, op_timeout, frame);
+    } catch (const std::exception& e) {
+      store.reset();  // maybe mid-reply: never reused
+      const std::string what = std::string(e.what()).substr(0, 200);
+      log(rank, gen ? fmt::format("generation {}: no pair ({}), trying again", gen, what)
+                    : fmt::format("no store ({}), trying again", what));
+      std::this_thread::sleep_for(std::chrono::milliseconds(options.heartbeat_ms));
       continue;
     }
     log(rank, fmt::format("joined (generation {})", gen));
-    if (serve_pair(*net, split, part, *link, options)) {
+    if (serve_pair(*net, split, part, *link, heartbeat, gen, options)) {
       log(rank, "stopped by the dispatcher");
       return 0;
     }

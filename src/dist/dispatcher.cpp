@@ -135,18 +135,14 @@ void Dispatcher::State::on_message(size_t index, int64_t gen, Message m) {
 void Dispatcher::State::manage(size_t index) {
   Slot& s = *slots[index];
   c10::intrusive_ptr<c10d::Store> store;
-  try {
-    store = detail::open_store(options, false);
-  } catch (const std::exception& e) {
-    std::lock_guard<std::mutex> lock(mutex);
-    events.push_back({now_s(), "error", s.rank, first_line(e.what())});
-    return;
-  }
   const auto tick = std::chrono::milliseconds(std::clamp<int64_t>(options.heartbeat_ms / 2, 1, 20));
   const auto op_timeout = std::chrono::milliseconds(4 * options.failure_timeout_ms);
+  const auto rendezvous_timeout = std::chrono::milliseconds(options.store_timeout_ms);
   int64_t last_gen = 0;
+  int64_t lost_mark = 0;  // the generation last published as lost (dydnn/lost/<rank>)
   while (!stopping) {
     try {
+      if (!store) store = detail::open_store(options, false);
       const int64_t gen = detail::counter(*store, detail::key("gen", s.rank));
       if (gen <= last_gen) {
         std::this_thread::sleep_for(tick);
@@ -156,10 +152,15 @@ void Dispatcher::State::manage(size_t index) {
       std::unique_ptr<detail::PairLink> link;
       try {
         link = std::make_unique<detail::PairLink>(store, fmt::format("dydnn/pair/{}/{}/", s.rank, gen), 0,
-                                                  detail::gloo_host(options), op_timeout, max_payload, &bytes);
+                                                  detail::gloo_host(options), rendezvous_timeout, op_timeout,
+                                                  max_payload, &bytes);
       } catch (const std::exception& e) {
-        std::lock_guard<std::mutex> lock(mutex);
-        events.push_back({now_s(), "join-failed", s.rank, first_line(e.what())});
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          events.push_back({now_s(), "join-failed", s.rank, first_line(e.what())});
+        }
+        store->add(detail::key("lost", s.rank), gen - lost_mark);  // its end may have connected
+        lost_mark = gen;
         continue;
       }
       {
@@ -198,22 +199,28 @@ void Dispatcher::State::manage(size_t index) {
           if (m.type == MessageType::Stop) return;
         }
       });
-      int64_t hb = detail::counter(*store, detail::key("hb", s.rank));
-      auto hb_at = Clock::now();
-      for (;;) {
-        {
-          std::lock_guard<std::mutex> lock(mutex);
-          if (!s.up || s.gen != gen || stopping) break;
+      // The store is this process's own, yet a store error must not leave the threads above unjoined.
+      try {
+        int64_t hb = detail::counter(*store, detail::key("hb", s.rank));
+        auto hb_at = Clock::now();
+        for (;;) {
+          {
+            std::lock_guard<std::mutex> lock(mutex);
+            if (!s.up || s.gen != gen || stopping) break;
+          }
+          std::this_thread::sleep_for(tick);
+          const int64_t v = detail::counter(*store, detail::key("hb", s.rank));
+          if (v != hb) {
+            hb = v;
+            hb_at = Clock::now();
+          } else if (Clock::now() - hb_at > std::chrono::milliseconds(options.failure_timeout_ms)) {
+            lose(index, gen, "heartbeat");
+          }
+          if (detail::counter(*store, detail::key("gen", s.rank)) != gen) lose(index, gen, "rejoined");
         }
-        std::this_thread::sleep_for(tick);
-        const int64_t v = detail::counter(*store, detail::key("hb", s.rank));
-        if (v != hb) {
-          hb = v;
-          hb_at = Clock::now();
-        } else if (Clock::now() - hb_at > std::chrono::milliseconds(options.failure_timeout_ms)) {
-          lose(index, gen, "heartbeat");
-        }
-        if (detail::counter(*store, detail::key("gen", s.rank)) != gen) lose(index, gen, "rejoined");
+      } catch (const std::exception& e) {
+        lose(index, gen, "store: " + first_line(e.what()));
+        store.reset();
       }
       if (stopping) {
         std::unique_lock<std::mutex> lock(mutex);
@@ -230,7 +237,14 @@ void Dispatcher::State::manage(size_t index) {
       link->abort();
       if (sender.joinable()) sender.join();
       receiver.join();
+      // A partitioned device sees no error on its pair: this tells it to rejoin.
+      if (!stopping) {
+        if (!store) store = detail::open_store(options, false);
+        store->add(detail::key("lost", s.rank), gen - lost_mark);
+      }
+      lost_mark = gen;
     } catch (const std::exception& e) {
+      store.reset();  // maybe mid-reply: never reused
       if (stopping) break;
       std::lock_guard<std::mutex> lock(mutex);
       events.push_back({now_s(), "error", s.rank, first_line(e.what())});
@@ -284,6 +298,7 @@ Dispatcher::Dispatcher(nn::DynamicNet net, Mode mode, ClusterOptions options, st
     : state_(std::make_shared<State>()) {
   options.validate();
   DYDNN_CHECK_VALUE(options.rank == 0, "dist", "the dispatcher is rank 0 (got rank {})", options.rank);
+  detail::check_bind_host(options);
   DYDNN_CHECK_VALUE(request_timeout.count() > 0, "dist", "request timeout {} ms (valid: > 0)", request_timeout.count());
   auto& st = *state_;
   st.net = net;

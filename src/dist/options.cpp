@@ -47,6 +47,7 @@ ClusterOptions ClusterOptions::from_env() {
   if (const char* v = env("MASTER_PORT")) o.master_port = detail::parse_integer("MASTER_PORT", v, 1, 65535);
   if (const char* v = env("RANK")) o.rank = detail::parse_integer("RANK", v, 0);
   if (const char* v = env("WORLD_SIZE")) o.world_size = detail::parse_integer("WORLD_SIZE", v, 1);
+  if (const char* v = env("DYDNN_BIND_HOST")) o.bind_host = v;
   return o;
 }
 

@@ -35,10 +35,15 @@ struct Message {
 
 /// The cluster's store: the server (the dispatcher) or a client connection to it.
 /// Throws `std::runtime_error` naming the address when it cannot be reached within
-/// `store_timeout_ms`.
-c10::intrusive_ptr<c10d::Store> open_store(const ClusterOptions& options, bool server);
-/// The address Gloo binds here (`bind_host`, or loopback for a loopback master, or this host's name).
+/// `store_timeout_ms`. A client waits at most `reply_timeout` for each reply (default:
+/// `store_timeout_ms`) and then throws: a partitioned network never blocks it for longer.
+c10::intrusive_ptr<c10d::Store> open_store(const ClusterOptions& options, bool server,
+                                           std::chrono::milliseconds reply_timeout = std::chrono::milliseconds(0));
+/// The address Gloo binds here: `bind_host`; else 127.0.0.1 for a loopback master; else
+/// the address this host reaches the master from (its route's source); else this host's name.
 std::string gloo_host(const ClusterOptions& options);
+/// Throws `ValueError` naming `bind_host` when it is set but is no address of this host.
+void check_bind_host(const ClusterOptions& options);
 /// Store keys: "dydnn/<what>/<rank>".
 std::string key(const std::string& what, int64_t rank);
 /// A store counter's value (0 when missing), without changing it.
@@ -58,10 +63,10 @@ class PairLink {
   /// Rendezvous under `prefix` in `store` (both ends use the same prefix); `rank` 0 is the
   /// dispatcher, 1 the device; frames hold up to `max_payload` floats; `bytes`, when given,
   /// counts what the messages hold (header and payload, not the frames' padding) both ways.
-  /// Throws when the other end does not come within the store's timeout.
+  /// Throws when the other end does not come (or cannot be connected to) within `rendezvous_timeout`.
   PairLink(const c10::intrusive_ptr<c10d::Store>& store, const std::string& prefix, int rank,
-           const std::string& bind_host, std::chrono::milliseconds op_timeout, int64_t max_payload,
-           std::atomic<int64_t>* bytes = nullptr);
+           const std::string& bind_host, std::chrono::milliseconds rendezvous_timeout,
+           std::chrono::milliseconds op_timeout, int64_t max_payload, std::atomic<int64_t>* bytes = nullptr);
   ~PairLink();
   /// Queues one message (sends complete in order, asynchronously: a message does not wait for
   /// the one before to be received); throws when the link is broken or more than

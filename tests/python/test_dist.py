@@ -2,18 +2,13 @@
 
 Every run has a hard timeout (LocalCluster.run's, subprocess's): a hang fails the test.
 """
-import gzip
-import struct
 import subprocess
-from collections import Counter
 
-import numpy as np
 import pytest
-import torch
 
-import dydnn
 from dydnn import serve
-from conftest import random_net, small_spec, built_program
+from conftest import built_program
+from dist_checks import check_answers as _check_answers, events as _events, models  # noqa: F401 (a fixture)
 
 RUN_TIMEOUT = 90
 
@@ -23,54 +18,8 @@ def binary():
     return str(built_program("examples/dydnn_serve"))
 
 
-def _write_idx(path, images: np.ndarray):
-    n, h, w = images.shape
-    with gzip.open(path, "wb") as f:
-        f.write(struct.pack(">IIII", 0x00000803, n, h, w))
-        f.write(images.astype(np.uint8).tobytes())
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """Model files (random weights, calibrated BN) for each connectivity the modes need."""
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("dist_models")
-    out = {}
-    for name, conn, head in [("cross", "fluid-cross", "per_config"), ("late", "fluid-nocross", "per_config"),
-                             ("dynamic", "incremental", "additive"), ("static", "prefix", "prefix")]:
-        net = random_net(small_spec(conn, head))
-        path = d / f"{name}.dydnn"
-        dydnn.save(net, path)
-        out[name] = (path, net)
-    images = np.random.default_rng(0).integers(0, 256, size=(120, 12, 12))
-    _write_idx(d / "images.idx.gz", images)
-    out["images"] = d / "images.idx.gz"
-    out["x"] = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 255.0
-    return out
-
-
 def _cluster(models, name, mode, tmp_path, devices=2, **kw):
     return serve.LocalCluster(models[name][0], mode=mode, devices=devices, log_dir=tmp_path / "logs", **kw)
-
-
-def _expected(net, x, config):
-    with torch.no_grad():
-        return net(x, dydnn.Config(config, 4))
-
-
-def _check_answers(report, models, name, logits_path, n):
-    ids = [a[0] for a in report["answers"]]
-    assert sorted(ids) == list(range(n)), "every request answered exactly once"
-    logits = torch.from_numpy(np.fromfile(logits_path, dtype=np.float32).reshape(n, -1))
-    net = models[name][1]
-    by_config = {}
-    for i, config, _, _ in report["answers"]:
-        by_config.setdefault(config, []).append(i)
-    for config, rows in by_config.items():
-        x = models["x"][torch.tensor(rows) % len(models["x"])]  # --repeat serves the images again
-        torch.testing.assert_close(logits[rows], _expected(net, x, config), rtol=1e-4, atol=1e-5,
-                                   msg=lambda m: f"config {config}: {m}")
-    return Counter(a[1] for a in report["answers"])
 
 
 @pytest.mark.parametrize("name,mode,configs", [
@@ -92,10 +41,6 @@ def test_two_processes_serve_the_first_island(models, tmp_path, binary, mode):
     report = cluster.run(["--images", str(models["images"]), "--limit", "40"], logits=tmp_path / "l.bin",
                          timeout=RUN_TIMEOUT)
     assert _check_answers(report, models, "cross", tmp_path / "l.bin", 40) == {"AB": 40}
-
-
-def _events(report, kind, rank):
-    return [e for e in report["events"] if e["kind"] == kind and e["rank"] == rank]
 
 
 @pytest.mark.parametrize("mode,killed,survivor_config", [("ht", 2, "AB"), ("ha", 1, "CD"), ("ha", 2, "AB")])

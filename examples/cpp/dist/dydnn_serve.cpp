@@ -5,7 +5,8 @@
 //   dydnn_serve --role device --model M
 //
 // Rank, world size and the store's address come from --rank/--world-size/--master-addr/
-// --master-port or from RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (as torch.distributed).
+// --master-port or from RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (as torch.distributed);
+// the address this process's pairs bind, from --bind-host or DYDNN_BIND_HOST.
 // The dispatcher prints one line per answer (`id=ID config=NAME attempts=K`, or
 // `id=ID error=...`), one per device event (`event=down rank=2 t=1.234 how=...`) and a
 // summary; --report writes all of it as JSON. --stream reads requests from stdin, one a
@@ -43,7 +44,7 @@ const char* kUsage =
     "                   (--images IDX [--limit N] [--repeat K] | --random N [--seed S] | --stream)\n"
     "                   [--rate R] [--devices N] [--wait-devices-ms T] [--request-timeout-ms T] [--backlog N]\n"
     "                   [--report FILE.json] [--logits FILE] [--quiet] [cluster options]\n"
-    "cluster options (else RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): --rank R --world-size W\n"
+    "cluster options (else RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, DYDNN_BIND_HOST): --rank R --world-size W\n"
     "       --master-addr A --master-port P --heartbeat-ms T --failure-timeout-ms T --store-timeout-ms T\n"
     "       --window N --bind-host H --threads N\n";
 

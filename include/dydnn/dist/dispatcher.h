@@ -60,7 +60,8 @@ struct DispatcherStats {
 /// A device is lost when its pair breaks (a killed process closes its sockets) or its
 /// heartbeat counter stops for `failure_timeout_ms`; its requests in flight are sent
 /// again to what still serves (in HT/HA/dynamic mode the survivor's standalone config),
-/// and when it rejoins the mode's full schedule resumes.
+/// and when it rejoins the mode's full schedule resumes. The lost generation is published
+/// in the store, so that a device cut off by the network leaves that pair when it is back.
 ///
 /// Example:
 /// \code

@@ -49,13 +49,16 @@ struct ClusterOptions {
   int64_t store_timeout_ms = 5000;
   /// Requests in flight per device (sent, not yet answered). Default 4.
   int64_t window = 4;
-  /// The address Gloo binds on this host; empty: 127.0.0.1 when the master is on
-  /// loopback, else the address this host's name resolves to.
+  /// The address Gloo binds on this host (the pairs' sockets; the others connect to it);
+  /// empty: 127.0.0.1 when the master is on loopback, else the source address of this
+  /// host's route to the master, else what this host's name resolves to. One of this
+  /// host's addresses (checked when serving starts).
   std::string bind_host;
 
   /// Throws `ValueError` naming the field, its value and the valid range.
   void validate() const;
-  /// The defaults overridden by MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE where set.
+  /// The defaults overridden by MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE and
+  /// DYDNN_BIND_HOST where set.
   /// Throws `ValueError` naming the variable for a value that is not an integer in range.
   static ClusterOptions from_env();
 };

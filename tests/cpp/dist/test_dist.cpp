@@ -143,6 +143,17 @@ TEST_CASE("cluster options name the bad value", "[dist]") {
   unsetenv("RANK");
 }
 
+TEST_CASE("a bind host that is no address of this host is a clear error", "[dist]") {
+  setenv("DYDNN_BIND_HOST", "192.0.2.1", 1);  // TEST-NET-1: never one of ours
+  ClusterOptions o = ClusterOptions::from_env();
+  unsetenv("DYDNN_BIND_HOST");
+  CHECK(o.bind_host == "192.0.2.1");
+  o.rank = 1;
+  o.master_port = free_port();
+  CHECK_THROWS_WITH(dydnn::dist::run_device(make_net("fluid islands=0,1/2,3 cross=on"), o),
+                    Catch::Contains("rank 1: bind host '192.0.2.1' is no address of this host"));
+}
+
 TEST_CASE("an unreachable store is an error after the store timeout, not a hang", "[dist]") {
   ClusterOptions o;
   o.master_port = free_port();  // nobody listens there
