@@ -298,8 +298,9 @@ def page(doc: dict) -> str:
     for a in doc["accuracy"]:
         if a["mode"] == "ha":
             lines.append("")
-            lines.append(f"{a['label']} vs Static: {100 * (a['served_top1'] - static):+.2f} points "
-                         "(seed goal: within 1 point).")
+            gap = 100 * (a['served_top1'] - static)
+            lines.append(f"{a['label']} vs Static: {gap:+.2f} points (seed goal: within 1 point: "
+                         f"{'met' if abs(gap) <= 1 else '**not met**'}).")
     lines += ["", "## A failure and a rejoin", "", "![timeline](dist_timeline.png)", "",
               "| run | kill -9 -> loss detected | seen by | resubmitted | duplicates dropped | exactly once |",
               "| --- | ---: | --- | ---: | ---: | --- |"]
