@@ -16,7 +16,8 @@ Accuracy is on all test images (from every exit's logits, ``dydnn.exits.statisti
 latency is the mean over the first ``--latency-images`` test images, each run alone in C++
 (``DynamicNet.measure_adaptive``). Writes ``<out>/depth.json`` and ``<out>/depth.png``; with
 ``--docs PATH`` a generated page (and its plot beside it). ``--smoke``: tiny data, one epoch,
-numbers mean nothing (the ctest ``bench_depth_smoke``).
+numbers mean nothing (the ctest ``bench_depth_smoke``). ``--only refine``: only the refinement
+table, written to ``<out>/depth_refine.json`` (a minute instead of ten; no page, no plot).
 
     python3 benchmarks/bench_depth.py --out build/bench --docs docs/depth_benchmark.md
 """
@@ -72,9 +73,13 @@ def parse_args(argv=None):
                    help="a trained model file to reuse (default: <out>/depth_model.dydnn, trained when missing)")
     p.add_argument("--retrain", action="store_true", help="train even when the model file exists")
     p.add_argument("--smoke", action="store_true", help="tiny data and one epoch, to prove the script works (CI)")
+    p.add_argument("--only", choices=["refine"], default=None,
+                   help="measure only the refinement table (writes <out>/depth_refine.json)")
     a = p.parse_args(argv)
     if a.smoke and a.docs:
         p.error("--docs writes measured numbers into the documentation; it cannot be combined with --smoke")
+    if a.only and a.docs:
+        p.error("--docs needs every table; it cannot be combined with --only")
     try:
         a.epochs = [int(e) for e in a.epochs.split(",")]
         a.exit_weights = [float(w) for w in a.exit_weights.split(",")]
@@ -231,6 +236,18 @@ def run(args) -> dict:
     test = (test_raw[0].float() / 255, test_raw[1])
     lat_images = norm.apply(test_raw[0][: args.latency_images]).contiguous()
     full = net.configs[-1].name
+    if args.only == "refine":
+        with torch.inference_mode():
+            refine = refine_rows(net, test, norm, 20 if args.smoke else 200)
+        return {
+            "format": "dydnn-bench-depth-refine/1",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": command_line(),
+            "machine": machine_info(args.threads, False, load_before),
+            "settings": {"spec": SPEC, "threads": args.threads, "smoke": args.smoke, "model": str(model_path)},
+            "refine": refine,
+            "refine_slack": REFINE_SLACK,
+        }
     with torch.inference_mode():
         rounds = 1 if args.smoke else 3
         points = operating_points(net, norm, test, lat_images, rounds)
@@ -435,6 +452,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     dydnn.retain_freed_memory()
     doc = run(args)
+    if args.only:
+        path = out / f"depth_{args.only}{'_smoke' if args.smoke else ''}.json"
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        log(f"wrote {path}")
+        return 0
     (out / ("depth_smoke.json" if args.smoke else "depth.json")).write_text(json.dumps(doc, indent=2) + "\n")
     plot(doc, out / ("depth_smoke.png" if args.smoke else "depth.png"))
     if args.docs:
