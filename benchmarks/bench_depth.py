@@ -236,18 +236,17 @@ def run(args) -> dict:
     test = (test_raw[0].float() / 255, test_raw[1])
     lat_images = norm.apply(test_raw[0][: args.latency_images]).contiguous()
     full = net.configs[-1].name
+    def header(kind: str) -> dict:
+        return {"format": f"dydnn-bench-{kind}/1",
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "command": command_line(), "machine": machine_info(args.threads, False, load_before)}
+
     if args.only == "refine":
         with torch.inference_mode():
             refine = refine_rows(net, test, norm, 20 if args.smoke else 200)
-        return {
-            "format": "dydnn-bench-depth-refine/1",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": command_line(),
-            "machine": machine_info(args.threads, False, load_before),
-            "settings": {"spec": SPEC, "threads": args.threads, "smoke": args.smoke, "model": str(model_path)},
-            "refine": refine,
-            "refine_slack": REFINE_SLACK,
-        }
+        return {**header("depth-refine"),
+                "settings": {"spec": SPEC, "threads": args.threads, "smoke": args.smoke, "model": str(model_path)},
+                "refine": refine, "refine_slack": REFINE_SLACK}
     with torch.inference_mode():
         rounds = 1 if args.smoke else 3
         points = operating_points(net, norm, test, lat_images, rounds)
@@ -262,10 +261,7 @@ def run(args) -> dict:
         par = parallel_heads(net, lat_images, full, best["threshold"] if best else THRESHOLDS[len(THRESHOLDS) // 2])
         refine = refine_rows(net, test, norm, 20 if args.smoke else 200)
     return {
-        "format": "dydnn-bench-depth/1",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command_line(),
-        "machine": machine_info(args.threads, False, load_before),
+        **header("depth"),
         "settings": {"spec": SPEC, "epochs": args.epochs, "exit_weights": args.exit_weights, "seed": args.seed,
                      "train_threads": args.train_threads, "threads": args.threads, "smoke": args.smoke,
                      "train_images": int(train_data[1].numel()), "validation_images": int(validation[1].numel()),

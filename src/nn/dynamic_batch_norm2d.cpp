@@ -119,6 +119,18 @@ const DynamicBatchNorm2dImpl::Slot& DynamicBatchNorm2dImpl::slot(int64_t group, 
   return slots_[group][slot_of(group, config)];
 }
 
+std::array<std::vector<torch::Tensor>, 4> DynamicBatchNorm2dImpl::slot_tensors(Config config, Config groups) const {
+  std::array<std::vector<torch::Tensor>, 4> out;
+  for (int64_t j : groups.groups()) {
+    const auto& s = slot(j, config);
+    out[0].push_back(s.weight);
+    out[1].push_back(s.bias);
+    out[2].push_back(s.running_mean);
+    out[3].push_back(s.running_var);
+  }
+  return out;
+}
+
 uint64_t DynamicBatchNorm2dImpl::version_sum(Config config, Config groups) const {
   uint64_t sum = 0;
   for (int64_t j : groups.groups()) {
@@ -140,16 +152,8 @@ std::vector<torch::Tensor> DynamicBatchNorm2dImpl::concatenated(Config config) {
       return it->second.tensors;
   }
   torch::NoGradGuard no_grad;
-  std::vector<std::vector<torch::Tensor>> parts(4);
-  for (int64_t j : config.groups()) {
-    const auto& s = slot(j, config);
-    parts[0].push_back(s.weight);
-    parts[1].push_back(s.bias);
-    parts[2].push_back(s.running_mean);
-    parts[3].push_back(s.running_var);
-  }
   Cached cached{version, {}};
-  for (auto& p : parts) cached.tensors.push_back(torch::cat(p, 0));
+  for (auto& p : slot_tensors(config, config)) cached.tensors.push_back(torch::cat(p, 0));
   cache_[config] = cached;
   return cached.tensors;
 }
@@ -211,14 +215,7 @@ ChannelAffine DynamicBatchNorm2dImpl::affine_for_inference(Config config, Config
         return entry.affine;
     }
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> w, b, mean, var;
-  for (int64_t j : groups.groups()) {
-    const auto& s = slot(j, config);
-    w.push_back(s.weight);
-    b.push_back(s.bias);
-    mean.push_back(s.running_mean);
-    var.push_back(s.running_var);
-  }
+  const auto [w, b, mean, var] = slot_tensors(config, groups);
   ChannelAffine affine;
   affine.scale = torch::cat(w) * torch::rsqrt(torch::cat(var) + options.eps());
   affine.shift = torch::cat(b) - torch::cat(mean) * affine.scale;
@@ -241,14 +238,7 @@ torch::Tensor DynamicBatchNorm2dImpl::normalize_groups(const torch::Tensor& inpu
   if (all_learn && groups.count() > 1) {
     // One call over all channels: the per-channel statistics are the same as per group,
     // and the updated running values are copied back to each group's own buffers.
-    std::vector<torch::Tensor> w, b, mean, var;
-    for (int64_t j : groups.groups()) {
-      const auto& s = slot(j, config);
-      w.push_back(s.weight);
-      b.push_back(s.bias);
-      mean.push_back(s.running_mean);
-      var.push_back(s.running_var);
-    }
+    const auto [w, b, mean, var] = slot_tensors(config, groups);
     auto running_mean = torch::cat(mean), running_var = torch::cat(var);
     auto out = torch::batch_norm(input, torch::cat(w), torch::cat(b), running_mean, running_var, true,
                                  options.momentum(), options.eps(), true);

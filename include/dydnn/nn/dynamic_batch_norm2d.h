@@ -13,6 +13,7 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/pimpl.h>
 
+#include <array>
 #include <unordered_map>
 #include <vector>
 
@@ -112,6 +113,8 @@ class DynamicBatchNorm2dImpl : public torch::nn::Cloneable<DynamicBatchNorm2dImp
   torch::Tensor normalize_groups(const torch::Tensor& input, Config config, Config groups);
   std::vector<torch::Tensor> concatenated(Config config);
   uint64_t version_sum(Config config, Config groups) const;
+  // Weight, bias, running mean and running variance of each of `groups` at `config`.
+  std::array<std::vector<torch::Tensor>, 4> slot_tensors(Config config, Config groups) const;
   void check_groups(Config config, Config groups) const;
 
   Config config_;
