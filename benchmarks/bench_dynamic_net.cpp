@@ -370,7 +370,12 @@ int main(int argc, char** argv) try {
             "static models too): with glibc's defaults the stem convolution at batch 32 page-faulted its output "
             "on every call, 2-4x slower, depending on the allocation history.\n"
          << "- Max pooling uses strided maxima (`max_pool2d_fast`): LibTorch 1.13's CPU `max_pool2d` was the "
-            "largest cost of the whole net at batch 32.\n\n"
+            "largest cost of the whole net at batch 32.\n"
+         << "- The row slices that `refine` and distributed serving compute (`forward_rows_inference`) are "
+            "cached copies anyway, so they are kept reordered into oneDNN's blocked layout "
+            "(`prepare_conv2d_weight`) with the eval-mode BN that follows folded in: one convolution call per "
+            "layer with no weight reorder. Fresh runs keep zero-copy views of the dense storage (the memory "
+            "goal below); see docs/depth.md.\n\n"
          << md.substr(md.find('\n') + 1) << "\n" << kmd.substr(kmd.find('\n') + 1);
   }
   std::cout << md << "\n" << kmd << "\nwritten: " << opt.out << "/dynamic_net.json, dynamic_net.md, kernels.md\n";

@@ -26,6 +26,7 @@ void DynamicBatchNorm2dImpl::reset() {
   slots_.assign(groups.num_groups(), {});
   slot_index_.assign(groups.num_groups(), {});
   cache_.clear();
+  affine_cache_.clear();
   for (int64_t j = 0; j < groups.num_groups(); ++j) {
     const bool exact = conn.group_is_exact(j);
     for (const auto& c : conn.valid_configs()) {
@@ -118,9 +119,21 @@ const DynamicBatchNorm2dImpl::Slot& DynamicBatchNorm2dImpl::slot(int64_t group, 
   return slots_[group][slot_of(group, config)];
 }
 
-uint64_t DynamicBatchNorm2dImpl::version_sum(Config config) const {
+std::array<std::vector<torch::Tensor>, 4> DynamicBatchNorm2dImpl::slot_tensors(Config config, Config groups) const {
+  std::array<std::vector<torch::Tensor>, 4> out;
+  for (int64_t j : groups.groups()) {
+    const auto& s = slot(j, config);
+    out[0].push_back(s.weight);
+    out[1].push_back(s.bias);
+    out[2].push_back(s.running_mean);
+    out[3].push_back(s.running_var);
+  }
+  return out;
+}
+
+uint64_t DynamicBatchNorm2dImpl::version_sum(Config config, Config groups) const {
   uint64_t sum = 0;
-  for (int64_t j : config.groups()) {
+  for (int64_t j : groups.groups()) {
     const auto& s = slot(j, config);
     // Data pointers too: loading replaces a tensor's data without bumping its version.
     for (const auto* t : {&s.weight, &s.bias, &s.running_mean, &s.running_var})
@@ -130,7 +143,7 @@ uint64_t DynamicBatchNorm2dImpl::version_sum(Config config) const {
 }
 
 std::vector<torch::Tensor> DynamicBatchNorm2dImpl::concatenated(Config config) {
-  const uint64_t version = version_sum(config);
+  const uint64_t version = version_sum(config, config);
   auto it = cache_.find(config);
   if (it != cache_.end() && it->second.version == version) {
     // Cached tensors must follow the parameters to a new device or dtype.
@@ -139,16 +152,8 @@ std::vector<torch::Tensor> DynamicBatchNorm2dImpl::concatenated(Config config) {
       return it->second.tensors;
   }
   torch::NoGradGuard no_grad;
-  std::vector<std::vector<torch::Tensor>> parts(4);
-  for (int64_t j : config.groups()) {
-    const auto& s = slot(j, config);
-    parts[0].push_back(s.weight);
-    parts[1].push_back(s.bias);
-    parts[2].push_back(s.running_mean);
-    parts[3].push_back(s.running_var);
-  }
   Cached cached{version, {}};
-  for (auto& p : parts) cached.tensors.push_back(torch::cat(p, 0));
+  for (auto& p : slot_tensors(config, config)) cached.tensors.push_back(torch::cat(p, 0));
   cache_[config] = cached;
   return cached.tensors;
 }
@@ -185,34 +190,55 @@ torch::Tensor DynamicBatchNorm2dImpl::forward_at(const torch::Tensor& input, Con
 }
 
 torch::Tensor DynamicBatchNorm2dImpl::forward_groups(const torch::Tensor& input, Config config, Config groups) {
-  options.connectivity().check_valid(config, "DynamicBatchNorm2d");
-  DYDNN_CHECK_VALUE((groups & config) == groups && groups.count() > 0, "nn",
-                    "DynamicBatchNorm2d: groups {} must be a non-empty part of config {}", groups.to_string(),
-                    config.to_string());
+  check_groups(config, groups);
   DYDNN_CHECK_VALUE(input.defined() && input.dim() == 4 && input.size(1) == options.groups().channels_in(groups), "nn",
                     "DynamicBatchNorm2d: forward_groups expects [N, {}, H, W] for groups {}", 
                     options.groups().channels_in(groups), groups.to_string());
   return normalize_groups(input, config, groups);
 }
 
+void DynamicBatchNorm2dImpl::check_groups(Config config, Config groups) const {
+  options.connectivity().check_valid(config, "DynamicBatchNorm2d");
+  DYDNN_CHECK_VALUE((groups & config) == groups && groups.count() > 0, "nn",
+                    "DynamicBatchNorm2d: groups {} must be a non-empty part of config {}", groups.to_string(),
+                    config.to_string());
+}
+
+ChannelAffine DynamicBatchNorm2dImpl::affine_for_inference(Config config, Config groups) {
+  check_groups(config, groups);
+  const uint64_t version = version_sum(config, groups);
+  for (const auto& entry : affine_cache_)
+    if (entry.config == config && entry.groups == groups && entry.affine.version == version) {
+      // Cached tensors must follow the parameters to a new device or dtype.
+      const auto& first = slot(groups.groups().front(), config).weight;
+      if (entry.affine.scale.device() == first.device() && entry.affine.scale.dtype() == first.dtype())
+        return entry.affine;
+    }
+  torch::NoGradGuard no_grad;
+  const auto [w, b, mean, var] = slot_tensors(config, groups);
+  ChannelAffine affine;
+  affine.scale = torch::cat(w) * torch::rsqrt(torch::cat(var) + options.eps());
+  affine.shift = torch::cat(b) - torch::cat(mean) * affine.scale;
+  affine.version = version;
+  if (affine_cache_.size() >= kAffineCacheSize) affine_cache_.erase(affine_cache_.begin());
+  affine_cache_.push_back({config, groups, affine});
+  return affine;
+}
+
 torch::Tensor DynamicBatchNorm2dImpl::normalize_groups(const torch::Tensor& input, Config config, Config groups) {
   // Training updates the running statistics inside the kernel and the optimiser steps
   // through `.data()`: neither bumps a version counter, so the cached sets go. (An
   // inference call, such as a refinement's new group, leaves them for the next forward.)
-  if (is_training() || torch::GradMode::is_enabled()) cache_.clear();
+  if (is_training() || torch::GradMode::is_enabled()) {
+    cache_.clear();
+    affine_cache_.clear();
+  }
   bool all_learn = is_training();
   for (int64_t j : groups.groups()) all_learn = all_learn && !frozen_[j][slot_of(j, config)];
   if (all_learn && groups.count() > 1) {
     // One call over all channels: the per-channel statistics are the same as per group,
     // and the updated running values are copied back to each group's own buffers.
-    std::vector<torch::Tensor> w, b, mean, var;
-    for (int64_t j : groups.groups()) {
-      const auto& s = slot(j, config);
-      w.push_back(s.weight);
-      b.push_back(s.bias);
-      mean.push_back(s.running_mean);
-      var.push_back(s.running_var);
-    }
+    const auto [w, b, mean, var] = slot_tensors(config, groups);
     auto running_mean = torch::cat(mean), running_var = torch::cat(var);
     auto out = torch::batch_norm(input, torch::cat(w), torch::cat(b), running_mean, running_var, true,
                                  options.momentum(), options.eps(), true);
@@ -250,7 +276,10 @@ torch::Tensor DynamicBatchNorm2dImpl::normalize_groups(const torch::Tensor& inpu
   return outputs.size() == 1 ? outputs.front() : torch::cat(outputs, 1);
 }
 
-void DynamicBatchNorm2dImpl::invalidate_cache() { cache_.clear(); }
+void DynamicBatchNorm2dImpl::invalidate_cache() {
+  cache_.clear();
+  affine_cache_.clear();
+}
 
 int64_t DynamicBatchNorm2dImpl::resident_bytes() const {
   int64_t total = 0;
@@ -264,6 +293,10 @@ int64_t DynamicBatchNorm2dImpl::resident_bytes() const {
     }
   for (const auto& entry : cache_)
     for (const auto& t : entry.second.tensors) add(t);
+  for (const auto& entry : affine_cache_) {
+    add(entry.affine.scale);
+    add(entry.affine.shift);
+  }
   return total;
 }
 

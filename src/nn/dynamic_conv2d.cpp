@@ -51,6 +51,10 @@ torch::Tensor DynamicConv2dImpl::apply(const torch::Tensor& x, const torch::Tens
   return conv2d_fast(x, w, b, *options.stride(), *options.padding());
 }
 
+torch::Tensor DynamicConv2dImpl::prepare_weight(const torch::Tensor& w) const {
+  return prepare_conv2d_weight(w, *options.stride(), *options.padding());
+}
+
 StaticLayer DynamicConv2dImpl::static_layer(Config config) {
   return static_layer_of(config, "conv2d",
                          {{"stride_h", (*options.stride())[0]},

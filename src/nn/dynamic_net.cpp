@@ -209,13 +209,7 @@ torch::Tensor DynamicNetImpl::run_split(const torch::Tensor& input, Config confi
       }
       xf = finish_block(b, xf);
     }
-    if (b.conv) {
-      xt = b.conv->forward_rows(both, config, rest);
-      if (b.bn) xt = b.bn->forward_groups(xt, config, rest);
-    } else {
-      xt = b.linear->forward_rows(both, config, rest);
-    }
-    xt = finish_block(b, xt);
+    xt = finish_block(b, run_rows(b, both, config, rest));
   }
   return run_head(exit, torch::cat({xf, xt}, 1), config);
 }
@@ -238,13 +232,22 @@ torch::Tensor DynamicNetImpl::forward_block(int64_t k, const torch::Tensor& inpu
     } else {
       x = b.linear->forward(x, config);
     }
-  } else if (b.conv) {
-    x = b.conv->forward_rows(x, config, rows);
-    if (b.bn) x = b.bn->forward_groups(x, config, rows);
   } else {
-    x = b.linear->forward_rows(x, config, rows);
+    x = run_rows(b, x, config, rows);
   }
   return finish_block(b, x);
+}
+
+torch::Tensor DynamicNetImpl::run_rows(Block& b, const torch::Tensor& x, Config config, Config rows) {
+  if (!b.conv) return b.linear->forward_rows(x.dim() == 2 ? x : x.flatten(1), config, rows);
+  if (b.bn && !b.bn->is_training() && !torch::GradMode::is_enabled()) {
+    // Eval without autograd: the BN folded into the cached row weights, one call instead
+    // of two (at batch 1 each call costs microseconds whatever its size).
+    const ChannelAffine bn = b.bn->affine_for_inference(config, rows);
+    return b.conv->forward_rows_inference(x, config, rows, &bn);
+  }
+  torch::Tensor y = b.conv->forward_rows(x, config, rows);
+  return b.bn ? b.bn->forward_groups(y, config, rows) : y;
 }
 
 torch::Tensor DynamicNetImpl::features(const torch::Tensor& input, Config config) {

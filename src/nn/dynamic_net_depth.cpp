@@ -186,14 +186,7 @@ torch::Tensor DynamicNetImpl::refine(ActivationCache& cache, Config config, int6
     for (int64_t k = 0; k < done; ++k) {
       Block& b = blocks_[k];
       torch::Tensor in = k == 0 ? cache.input : cache.blocks[k - 1];
-      torch::Tensor fresh;
-      if (b.conv) {
-        fresh = b.conv->forward_rows_inference(in, config, added);
-        if (b.bn) fresh = b.bn->forward_groups(fresh, config, added);
-      } else {
-        fresh = b.linear->forward_rows_inference(in.dim() == 2 ? in : in.flatten(1), config, added);
-      }
-      fresh = finish_block(b, fresh);
+      torch::Tensor fresh = finish_block(b, run_rows(b, in, config, added));
       if (k == done - 1) fresh_last = fresh;
       torch::Tensor& old = cache.blocks[k];
       if (appended) {

@@ -155,7 +155,8 @@ void GroupedWeight::relayout() {
 int64_t GroupedWeight::resident_bytes() const {
   auto bytes = [](const torch::Tensor& t) { return t.defined() ? static_cast<int64_t>(t.numel() * t.element_size()) : 0; };
   int64_t parts = 0;
-  for (const auto& entry : part_cache_) parts += bytes(entry.tensors.first) + bytes(entry.tensors.second);
+  for (const auto& entry : part_cache_)
+    parts += bytes(entry.tensors.weight) + bytes(entry.tensors.bias) + bytes(entry.tensors.prepared);
   return bytes(storage_) + bytes(bias_storage_) + bytes(cache_.first) + bytes(cache_.second) + parts;
 }
 
@@ -281,47 +282,59 @@ std::pair<torch::Tensor, torch::Tensor> GroupedWeight::group_for_inference(int64
   return {weight, bias};
 }
 
-std::pair<torch::Tensor, torch::Tensor> GroupedWeight::part_for_inference(Config config, Config part, bool columns) {
+InferencePart GroupedWeight::part_for_inference(Config config, Config part, bool columns, const ChannelAffine* fold,
+                                                const WeightPreparer& prepare) {
   sync();
   // Cached per (config, part): a refinement alternates between configs, which would make
   // the single-config cache of `packed_for_inference` rebuild every call.
   const uint64_t version = version_sum();
+  const uint64_t fold_version = fold ? fold->version : 0;
   for (const auto& entry : part_cache_)
-    if (entry.config == config && entry.part == part && entry.columns == columns && entry.version == version)
+    if (entry.config == config && entry.part == part && entry.columns == columns && entry.version == version &&
+        entry.folded == (fold != nullptr) && entry.fold_version == fold_version)
       return entry.tensors;
   torch::NoGradGuard no_grad;
-  torch::Tensor weight, bias;
+  InferencePart out;
   if (columns) {
     // The input groups `part` of a dense-output layer (the additive head's new groups):
     // their weight columns and their own biases, summed.
-    weight = select_channels(storage_, 1, layout_.in_groups, part).contiguous();
+    out.weight = select_channels(storage_, 1, layout_.in_groups, part).contiguous();
     if (bias_storage_.defined() && bias_per_input_group_) {
       const auto rows = GroupSpec::equal(layout_.in_groups.num_groups(), layout_.in_groups.num_groups());
-      bias = select_channels(bias_storage_, 0, rows, part).sum(0);
+      out.bias = select_channels(bias_storage_, 0, rows, part).sum(0);
     }
   } else {
     // The storage holds zeros where the mask forbids a block, so the rows over all active
     // inputs compute exactly what those rows of the packed weight compute.
     const Config active_in = layout_.active_in(config);
-    const Config active_out = layout_.active_out(config) & part;
-    weight = select_channels(select_channels(storage_, 0, layout_.out_groups, active_out), 1, layout_.in_groups,
-                             active_in)
-                 .contiguous();
+    const Config active_out = layout_.dense_output ? layout_.active_out(config) : layout_.active_out(config) & part;
+    out.weight = select_channels(select_channels(storage_, 0, layout_.out_groups, active_out), 1, layout_.in_groups,
+                                 active_in)
+                     .contiguous();
     if (bias_storage_.defined() && !bias_per_input_group_)
-      bias = select_channels(bias_storage_, 0, layout_.out_groups, active_out).contiguous();
+      out.bias = select_channels(bias_storage_, 0, layout_.out_groups, active_out).contiguous();
   }
+  if (fold) {
+    // y = (W x + b) * s + t = (s W) x + (s b + t): one call instead of the layer and a BN.
+    std::vector<int64_t> shape(static_cast<size_t>(out.weight.dim()), 1);
+    shape[0] = -1;
+    out.weight = out.weight * fold->scale.view(shape);
+    out.bias = out.bias.defined() ? out.bias * fold->scale + fold->shift : fold->shift.clone();
+  }
+  if (prepare) out.prepared = prepare(out.weight);
   if (part_cache_.size() >= kPartCacheSize) part_cache_.erase(part_cache_.begin());
-  part_cache_.push_back({config, part, columns, version, {weight, bias}});
-  return part_cache_.back().tensors;
+  part_cache_.push_back({config, part, columns, fold != nullptr, version, fold_version, out});
+  return out;
 }
 
-std::pair<torch::Tensor, torch::Tensor> GroupedWeight::rows_for_inference(Config config, Config rows) {
-  return part_for_inference(config, rows, false);
+InferencePart GroupedWeight::rows_for_inference(Config config, Config rows, const ChannelAffine* fold,
+                                                const WeightPreparer& prepare) {
+  return part_for_inference(config, rows, false, fold, prepare);
 }
 
-std::pair<torch::Tensor, torch::Tensor> GroupedWeight::columns_for_inference(Config config, Config columns) {
+InferencePart GroupedWeight::columns_for_inference(Config config, Config columns) {
   DYDNN_CHECK_VALUE(layout_.dense_output, "nn", "columns_for_inference: only for a dense-output layer (a head)");
-  return part_for_inference(config, columns, true);
+  return part_for_inference(config, columns, true, nullptr, {});
 }
 
 }  // namespace detail

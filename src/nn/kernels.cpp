@@ -5,6 +5,7 @@
 #include <ATen/Context.h>
 #include <ATen/ops/conv2d.h>
 #include <ATen/ops/mkldnn_convolution.h>
+#include <ATen/ops/mkldnn_reorder_conv2d_weight.h>
 #include <torch/torch.h>
 
 namespace dydnn {
@@ -37,6 +38,14 @@ torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weigh
     return at::mkldnn_convolution(input, weight, bias, padding, stride, dilation, 1);
   }
   return at::conv2d(input, weight, bias, stride, padding);
+}
+
+torch::Tensor prepare_conv2d_weight(const torch::Tensor& weight, torch::IntArrayRef stride,
+                                    torch::IntArrayRef padding) {
+  if (!uses_onednn(weight) || weight.dim() != 4) return {};
+  torch::NoGradGuard no_grad;
+  const int64_t dilation[2] = {1, 1};
+  return at::mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), padding, stride, dilation, 1);
 }
 
 torch::Tensor linear_fast(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias) {

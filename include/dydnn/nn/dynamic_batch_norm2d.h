@@ -2,6 +2,7 @@
 /// \file
 /// `DynamicBatchNorm2d`: batch normalisation over grouped channels.
 
+#include <dydnn/nn/channel_affine.h>
 #include <dydnn/nn/config.h>
 #include <dydnn/nn/connectivity.h>
 #include <dydnn/nn/group_spec.h>
@@ -12,7 +13,9 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/pimpl.h>
 
+#include <array>
 #include <unordered_map>
+#include <vector>
 
 namespace dydnn {
 namespace nn {
@@ -77,6 +80,12 @@ class DynamicBatchNorm2dImpl : public torch::nn::Cloneable<DynamicBatchNorm2dImp
   /// Runs only `groups` (a subset of `config`) on their compact channels, each with the
   /// statistics it has at `config`: the trainable part of a split training forward.
   torch::Tensor forward_groups(const torch::Tensor& input, Config config, Config groups);
+  /// What eval mode does to `groups` (a non-empty subset of `config`) with their
+  /// statistics at `config`, as a per-channel affine map over their compact channels:
+  /// `scale = weight / sqrt(running_var + eps)`, `shift = bias - running_mean * scale`
+  /// (cached per (config, groups); `version` changes with any of those tensors). A layer
+  /// folds it into its weights (`forward_rows_inference`).
+  ChannelAffine affine_for_inference(Config config, Config groups);
   /// How many statistics sets group `g` has (1 when exact).
   int64_t num_slots(int64_t group) const;
 
@@ -103,7 +112,10 @@ class DynamicBatchNorm2dImpl : public torch::nn::Cloneable<DynamicBatchNorm2dImp
   void check_group(int64_t group) const;
   torch::Tensor normalize_groups(const torch::Tensor& input, Config config, Config groups);
   std::vector<torch::Tensor> concatenated(Config config);
-  uint64_t version_sum(Config config) const;
+  uint64_t version_sum(Config config, Config groups) const;
+  // Weight, bias, running mean and running variance of each of `groups` at `config`.
+  std::array<std::vector<torch::Tensor>, 4> slot_tensors(Config config, Config groups) const;
+  void check_groups(Config config, Config groups) const;
 
   Config config_;
   std::vector<std::vector<Slot>> slots_;             // [group][slot]
@@ -114,6 +126,12 @@ class DynamicBatchNorm2dImpl : public torch::nn::Cloneable<DynamicBatchNorm2dImp
     std::vector<torch::Tensor> tensors;
   };
   std::unordered_map<Config, Cached> cache_;
+  struct AffineCache {
+    Config config, groups;
+    ChannelAffine affine;
+  };
+  static constexpr size_t kAffineCacheSize = 16;
+  std::vector<AffineCache> affine_cache_;
 };
 
 /// A `ModuleHolder` for `DynamicBatchNorm2dImpl`.

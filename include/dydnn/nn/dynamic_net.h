@@ -174,6 +174,8 @@ class DynamicNetImpl : public torch::nn::Module {
   torch::Tensor run_split(const torch::Tensor& input, Config config, Config frozen, int64_t exit);
   torch::Tensor run_block(Block& b, torch::Tensor x, Config config);
   torch::Tensor finish_block(const Block& b, torch::Tensor x) const;
+  // Output groups `rows` of block `b` at `config` (its layer and BN; no pooling or activation).
+  torch::Tensor run_rows(Block& b, const torch::Tensor& x, Config config, Config rows);
   Head make_head(const std::string& name, int64_t after, int64_t avg_pool, GroupSpec groups);
   torch::Tensor run_head(int64_t exit, torch::Tensor x, Config config);
   int64_t block_macs(const Block& b, Config config, Config rows) const;

@@ -19,8 +19,16 @@ bool uses_onednn(const torch::Tensor& t);
 /// 2-D convolution (differentiable). `input` [N, C_in, H, W], `weight`
 /// [C_out, C_in, kh, kw] (may be a strided view), `bias` [C_out] or undefined.
 /// oneDNN directly on CPU float32; `torch::conv2d` elsewhere (CUDA, other dtypes).
+/// `weight` may be a `prepare_conv2d_weight` result when `uses_onednn(input)`.
 torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
                           torch::IntArrayRef stride, torch::IntArrayRef padding);
+
+/// `weight` [C_out, C_in, kh, kw] reordered once into oneDNN's blocked layout for
+/// `conv2d_fast` with `stride` and `padding` (an mkldnn tensor), so that a call skips the
+/// per-call weight reorder (docs/kernels.md); undefined where `conv2d_fast` would not use
+/// oneDNN. Only for cached weights: the copy does not follow later changes of `weight`.
+torch::Tensor prepare_conv2d_weight(const torch::Tensor& weight, torch::IntArrayRef stride,
+                                    torch::IntArrayRef padding);
 
 /// The multiply-accumulates (N x in x out) from which `linear_fast` uses oneDNN.
 constexpr int64_t kOneDnnLinearMinMacs = 100000;

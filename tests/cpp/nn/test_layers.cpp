@@ -298,4 +298,76 @@ TEST_CASE("The fast kernels equal LibTorch's default ones", "[nn][kernels]") {
   auto view = torch::randn({32, 16, 3, 3}).narrow(0, 0, 16).narrow(1, 0, 8);
   CHECK(torch::allclose(conv2d_fast(x, view, b, {1, 1}, {1, 1}), conv2d_default(x, view.contiguous(), b, {1, 1}, {1, 1}),
                         1e-4, 1e-4));
+  // A weight reordered once for oneDNN, at batch 1 and 5, with stride and padding.
+  for (int64_t stride : {1, 2}) {
+    auto prepared = prepare_conv2d_weight(w, {stride, stride}, {1, 1});
+    REQUIRE(prepared.defined() == uses_onednn(w));
+    if (!prepared.defined()) continue;
+    for (int64_t n : {1, 5}) {
+      auto xn = torch::randn({n, 8, 14, 14});
+      CHECK(torch::allclose(conv2d_fast(xn, prepared, b, {stride, stride}, {1, 1}),
+                            conv2d_default(xn, w, b, {stride, stride}, {1, 1}), 1e-4, 1e-4));
+    }
+  }
+  CHECK_FALSE(prepare_conv2d_weight(w.to(torch::kDouble), {1, 1}, {1, 1}).defined());
+}
+
+TEST_CASE("forward_rows without autograd equals it with autograd; a folded BN equals the BN", "[nn][rows]") {
+  torch::manual_seed(8);
+  for (const auto& mc : all_mask_cases()) {
+    const int64_t g = mc.connectivity.num_groups();
+    DynamicConv2d conv(DynamicConv2dOptions(uneven(g, 3), uneven(g, 2), 3).padding(1).connectivity(mc.connectivity));
+    DynamicLinear linear(DynamicLinearOptions(uneven(g, 3), uneven(g, 2)).connectivity(mc.connectivity));
+    DynamicBatchNorm2d bn(DynamicBatchNorm2dOptions(uneven(g, 2)).connectivity(mc.connectivity));
+    bn->train();
+    for (const auto& config : mc.connectivity.valid_configs())
+      bn->forward(torch::randn({6, uneven(g, 2).channels_in(config), 4, 4}) * 2 + 1, config);
+    bn->eval();
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& p : bn->named_parameters()) p.value().uniform_(0.5, 1.5);
+    }
+    for (const auto& config : mc.connectivity.valid_configs()) {
+      // Every non-empty subset of the config's groups, adjacent or not, and "all" (empty).
+      std::vector<Config> subsets{Config()};
+      for (uint64_t m = 1; m <= config.mask(); ++m)
+        if ((m & ~config.mask()) == 0) subsets.push_back(Config(m));
+      for (int64_t n : {1, 3}) {
+        auto x = torch::randn({n, uneven(g, 3).channels_in(config), 6, 6});
+        auto xl = torch::randn({n, uneven(g, 3).channels_in(config)});
+        for (const auto& rows : subsets) {
+          INFO(mc.name << " config " << config.to_string() << " rows " << rows.to_string() << " batch " << n);
+          auto with_grad = conv->forward_rows(x, config, rows).detach();
+          auto linear_with_grad = linear->forward_rows(xl, config, rows).detach();
+          torch::NoGradGuard no_grad;
+          CHECK(close(conv->forward_rows(x, config, rows), with_grad, kRtol32, kAtol32));
+          CHECK(close(linear->forward_rows(xl, config, rows), linear_with_grad, kRtol32, kAtol32));
+          if (rows.empty()) continue;
+          const auto affine = bn->affine_for_inference(config, rows);
+          CHECK(close(conv->forward_rows_inference(x, config, rows, &affine), bn->forward_groups(with_grad, config, rows),
+                      kRtol32, kAtol32));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("Cached row weights follow in-place changes of the layer and of a folded BN", "[nn][rows]") {
+  torch::manual_seed(9);
+  const auto conn = Connectivity::incremental(2);
+  DynamicConv2d conv(DynamicConv2dOptions(GroupSpec::equal(4, 2), GroupSpec::equal(6, 2), 3).padding(1).connectivity(conn));
+  DynamicBatchNorm2d bn(DynamicBatchNorm2dOptions(GroupSpec::equal(6, 2)).connectivity(conn));
+  bn->eval();
+  torch::NoGradGuard no_grad;
+  const Config all = conn.full_config(), second(2);
+  auto x = torch::randn({1, 4, 5, 5});
+  auto folded = [&] {
+    const auto affine = bn->affine_for_inference(all, second);
+    return conv->forward_rows_inference(x, all, second, &affine);
+  };
+  folded();  // fills the caches
+  for (auto& p : conv->named_parameters()) p.value().mul_(1.5);
+  for (auto& b : bn->named_buffers()) b.value().add_(0.25);
+  for (auto& p : bn->named_parameters()) p.value().mul_(0.5);
+  CHECK(close(folded(), bn->forward_groups(conv->forward_rows(x, all, second), all, second), kRtol32, kAtol32));
 }

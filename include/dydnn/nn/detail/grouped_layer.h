@@ -5,6 +5,7 @@
 
 #include <dydnn/nn/config.h>
 #include <dydnn/nn/detail/grouped_forward.h>
+#include <dydnn/nn/kernels.h>
 #include <dydnn/nn/static_layer.h>
 
 #include <torch/nn/cloneable.h>
@@ -38,39 +39,35 @@ class GroupedLayerImpl : public torch::nn::Cloneable<Derived> {
     options.connectivity().check_valid(config, Derived::kName);
     return derived().forward_at(input, config);
   }
-  /// Computes only the output groups `rows` (a subset of `config`) from the compact
-  /// input at `config`, with autograd: the trainable part of a split training forward.
+  /// Computes only the output groups `rows` (a subset of `config`; empty = all) from the
+  /// compact input at `config`: with autograd the trainable part of a split training
+  /// forward, without it `forward_rows_inference` (a device of distributed serving
+  /// computing its groups).
   torch::Tensor forward_rows(const torch::Tensor& input, Config config, Config rows) {
     options.connectivity().check_valid(config, Derived::kName);
-    if (!torch::GradMode::is_enabled() && !rows.empty()) {
-      // Inference (a device of distributed serving computing its groups): rows contiguous
-      // in the config's channel order are a view of the cached packed weights; re-packing
-      // per call for autograd cost more than the convolution.
-      const uint64_t low = rows.mask() & (~rows.mask() + 1);  // the lowest row group's bit
-      const uint64_t below = config.mask() & (low - 1);
-      const uint64_t up_to_highest = rows.highest() >= 63 ? ~uint64_t{0} : (uint64_t{2} << rows.highest()) - 1;
-      if ((config.mask() & ~below & up_to_highest) == rows.mask()) {
-        auto [w, b] = weight_.packed_for_inference(config);
-        const int64_t offset = options.out_groups().channels_in(Config(below));
-        const int64_t count = options.out_groups().channels_in(rows);
-        return derived().apply(input, w.narrow(0, offset, count), b.defined() ? b.narrow(0, offset, count) : b);
-      }
-    }
+    // Re-packing the blocks per call for autograd costs more than the layer at batch 1.
+    if (!torch::GradMode::is_enabled()) return forward_rows_inference(input, config, rows.empty() ? config : rows);
     weight_.invalidate();  // as in a training forward: a step through `.data()` follows
     auto [w, b] = weight_.packed_for_training(config, rows);
     return derived().apply(input, w, b);
   }
   /// Computes only output groups `rows` from the compact input at `config`, without
-  /// autograd: the new groups of an anytime refinement (`DynamicNet::refine`).
-  torch::Tensor forward_rows_inference(const torch::Tensor& input, Config config, Config rows) {
-    auto [w, b] = weight_.rows_for_inference(config, rows);
-    return derived().apply(input, w, b);
+  /// autograd (the new groups of an anytime refinement, `DynamicNet::refine`), from
+  /// contiguous copies of those rows cached per (config, rows) in the layout the kernel
+  /// prefers. With `fold` (the eval-mode BN that follows, `affine_for_inference`) it
+  /// returns the normalised output, the BN folded into the cached weights.
+  torch::Tensor forward_rows_inference(const torch::Tensor& input, Config config, Config rows,
+                                       const ChannelAffine* fold = nullptr) {
+    const auto part = weight_.rows_for_inference(config, rows, fold,
+                                                 [this](const torch::Tensor& w) { return derived().prepare_weight(w); });
+    return derived().apply(input, part.prepared.defined() && uses_onednn(input) ? part.prepared : part.weight,
+                           part.bias);
   }
   /// The additive head's contribution of input groups `columns` (their features,
   /// compact, in group order): `sum_g W_g x_g + b_g` over those groups, without autograd.
   torch::Tensor forward_columns_inference(const torch::Tensor& input, Config config, Config columns) {
-    auto [w, b] = weight_.columns_for_inference(config, columns);
-    return derived().apply(input, w, b);
+    const auto part = weight_.columns_for_inference(config, columns);
+    return derived().apply(input, part.weight, part.bias);
   }
   /// The parameters `config` uses (only output groups `rows` when given).
   std::vector<torch::Tensor> parameters_of(Config config, Config rows = Config()) const {

@@ -2,6 +2,7 @@
 /// \file
 /// Internal: the block-structured weight shared by `DynamicConv2d` and `DynamicLinear`.
 
+#include <dydnn/nn/channel_affine.h>
 #include <dydnn/nn/config.h>
 #include <dydnn/nn/connectivity.h>
 #include <dydnn/nn/execution.h>
@@ -9,6 +10,7 @@
 
 #include <torch/nn/module.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -53,6 +55,17 @@ ChannelRange channel_range(const GroupSpec& spec, Config config);
 /// The channel indices of the groups of `config` in `spec`, in group order.
 std::vector<int64_t> channel_indices(const GroupSpec& spec, Config config);
 
+/// A cached part of a weight for inference: `weight` and `bias` dense and contiguous,
+/// `prepared` the weight in the layout its kernel reads without a per-call reorder
+/// (oneDNN-blocked for a convolution), or undefined.
+struct InferencePart {
+  torch::Tensor weight, bias, prepared;
+};
+
+/// Turns a part's dense weight into `InferencePart::prepared` (once per cached part);
+/// returns an undefined tensor when the kernel reads the dense weight as it is.
+using WeightPreparer = std::function<torch::Tensor(const torch::Tensor&)>;
+
 /// One dense storage tensor `[out_channels, in_channels, *kernel]` (zeros where the
 /// mask forbids a block) whose allowed blocks are registered as separate leaf
 /// parameters (views into the storage), so that
@@ -79,11 +92,16 @@ class GroupedWeight {
   /// bias, without autograd (a view for contiguous inputs).
   std::pair<torch::Tensor, torch::Tensor> group_for_inference(int64_t j, Config config);
   /// The weight and bias of output groups `rows` over every active input at `config`,
-  /// without autograd (views when the channels are contiguous, else gathered copies).
-  std::pair<torch::Tensor, torch::Tensor> rows_for_inference(Config config, Config rows);
+  /// without autograd: contiguous copies cached per (config, rows) and revalidated by the
+  /// parameters' versions. With `fold`, the per-channel affine map of the rows' outputs
+  /// (an eval-mode BN) is folded in: `weight * scale`, `bias * scale + shift`. `prepare`
+  /// (when given) makes `prepared` once per cached part. A dense-output layer's rows are
+  /// its one output group whatever `rows` holds.
+  InferencePart rows_for_inference(Config config, Config rows, const ChannelAffine* fold = nullptr,
+                                   const WeightPreparer& prepare = {});
   /// For a dense-output layer with per-input-group biases (the additive head): the weight
   /// columns of input groups `columns` and the sum of their biases, without autograd.
-  std::pair<torch::Tensor, torch::Tensor> columns_for_inference(Config config, Config columns);
+  InferencePart columns_for_inference(Config config, Config columns);
   /// Whether any block parameter currently requires a gradient.
   bool requires_grad() const;
   /// The block and bias parameters that `config` uses (only output groups `rows` when
@@ -105,7 +123,8 @@ class GroupedWeight {
 
  private:
   void sync();
-  std::pair<torch::Tensor, torch::Tensor> part_for_inference(Config config, Config part, bool columns);
+  InferencePart part_for_inference(Config config, Config part, bool columns, const ChannelAffine* fold,
+                                   const WeightPreparer& prepare);
   torch::Tensor bias_for(Config config);
   uint64_t version_sum() const;
 
@@ -129,8 +148,9 @@ class GroupedWeight {
   struct PartCache {
     Config config, part;
     bool columns = false;
-    uint64_t version = 0;
-    std::pair<torch::Tensor, torch::Tensor> tensors;
+    bool folded = false;
+    uint64_t version = 0, fold_version = 0;
+    InferencePart tensors;
   };
   static constexpr size_t kPartCacheSize = 16;
   std::vector<PartCache> part_cache_;
