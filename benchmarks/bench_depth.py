@@ -234,6 +234,37 @@ def refine_rows(net, test, norm, repetitions: int, rounds: int) -> list:
     return rows
 
 
+ANYTIME_BUDGETS_US = [60, 80, 100, 125, 150, 175, 200, 250, 300]
+
+
+def anytime_budgets(net, images, labels, points) -> dict:
+    """`AnytimeRunner` with its default steps, each image alone (batch 1), for each budget: top-1
+    of its answers, the share answered within the budget, where the runs stopped; beside the best
+    fixed point (config x exit) whose measured mean latency fits the same budget."""
+    runner = dydnn.anytime.AnytimeRunner(net)
+    calibrated = list(runner.calibrate(images[:1], 50))
+    rows = []
+    for budget in ANYTIME_BUDGETS_US:
+        correct = within = 0
+        stopped = [0] * len(runner.steps)
+        elapsed = 0.0
+        for k in range(images.shape[0]):
+            answer = runner.run(images[k:k + 1], budget)
+            correct += int(answer.logits.argmax(1).item() == int(labels[k]))
+            within += int(answer.elapsed_us <= budget)
+            stopped[answer.step] += 1
+            elapsed += answer.elapsed_us
+        n = images.shape[0]
+        fitting = [p for p in points if p["mean_latency_us"] <= budget]
+        fixed = max(fitting, key=lambda p: p["accuracy"]) if fitting else None
+        rows.append({"budget_us": budget, "accuracy": correct / n, "within_budget": within / n,
+                     "mean_elapsed_us": elapsed / n, "stopped_at": stopped,
+                     "best_fixed_point": fixed and {k: fixed[k] for k in ("config", "exit", "accuracy", "mean_latency_us")}})
+        log(f"anytime, budget {budget} us: top-1 {correct / n:.4f}, within budget {within / n:.3f}")
+    return {"steps": [f"{c.name}@{e}" for c, e in runner.steps], "calibrated_us": calibrated,
+            "expected_us_after": list(runner.expected_us), "images": int(images.shape[0]), "rows": rows}
+
+
 def run(args) -> dict:
     load_before = load_average()
     train_data, validation, test_raw = load_data(args.smoke, args.seed)
@@ -270,6 +301,7 @@ def run(args) -> dict:
         best = max(meeting, key=lambda r: r["speedup"]) if meeting else None
         par = parallel_heads(net, lat_images, full, best["threshold"] if best else THRESHOLDS[len(THRESHOLDS) // 2])
         refine = refine_rows(net, test, norm, refine_reps, refine_rounds)
+        anytime = anytime_budgets(net, norm.apply(test_raw[0]).contiguous(), test_raw[1], points)
     return {
         **header("depth"),
         "settings": {"spec": SPEC, "epochs": args.epochs, "exit_weights": args.exit_weights, "seed": args.seed,
@@ -289,6 +321,7 @@ def run(args) -> dict:
         "refine_slack": REFINE_SLACK,
         "refine_repetitions": refine_reps,
         "refine_rounds": refine_rounds,
+        "anytime": anytime,
     }
 
 
@@ -310,6 +343,10 @@ def plot(doc: dict, path: Path) -> None:
                     textcoords="offset points", xytext=(3, 3))
     ax.plot([r["mean_latency_us"] for r in doc["sweep"]], [100 * r["accuracy"] for r in doc["sweep"]], "^-",
             label="early exit at full width (entropy sweep)")
+    if "anytime" in doc:
+        rows = doc["anytime"]["rows"]
+        ax.plot([r["mean_elapsed_us"] for r in rows], [100 * r["accuracy"] for r in rows], "d-",
+                label="AnytimeRunner (budget sweep)")
     base = doc["baseline"]
     ax.axhline(100 * base["accuracy"] - GOAL_LOSS_POINTS, color="grey", lw=0.8, ls=":",
                label=f"full net - {GOAL_LOSS_POINTS} points")
@@ -323,6 +360,34 @@ def plot(doc: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def anytime_section(a) -> str:
+    """The page's table of `AnytimeRunner` against fixed points, per budget."""
+    if not a:
+        return ""
+    rows = []
+    for r in a["rows"]:
+        f = r["best_fixed_point"]
+        fixed = (f"{f['config']}@{f['exit']}: {100 * f['accuracy']:.2f}% ({f['mean_latency_us']:.1f} us)" if f
+                 else "none fits")
+        stops = ", ".join(f"{step} {count}" for step, count in zip(a["steps"], r["stopped_at"]) if count)
+        rows.append(f"| {r['budget_us']:g} | {100 * r['accuracy']:.2f} | {100 * r['within_budget']:.1f} | "
+                    f"{r['mean_elapsed_us']:.1f} | {stops} | {fixed} |")
+    table = "\n".join(rows)
+    return f"""
+### Answer now, improve if time allows
+
+`dydnn.anytime.AnytimeRunner(net)` with its default steps ({' -> '.join(a['steps'])}), calibrated
+once (`calibrate`, medians {', '.join(f'{t:.1f}' for t in a['calibrated_us'])} us per step), then
+each of the {a['images']:,} test images alone with `run(image, budget_us)`: the first step always
+answers, a later one runs while the elapsed time plus its expected time fits. Beside it, the most
+accurate fixed point (config x exit, every image) whose mean latency fits the budget.
+
+| budget (us) | top-1 (%) | answered within budget (%) | mean time (us) | stopped at (images) | best fixed point within budget |
+| --- | --- | --- | --- | --- | --- |
+{table}
+"""
 
 
 def docs_page(doc: dict, picture: str) -> str:
@@ -403,7 +468,7 @@ refinement timed next to its fresh run).
 | batch | refine | refine (us) | fresh (us) | MAC share | budget (us) | within budget |
 | --- | --- | --- | --- | --- | --- | --- |
 {refine}
-
+{anytime_section(doc.get("anytime"))}
 Reproduce (trains the model when `{s['model']}` is missing: 5 to 20 min on 2 shared cores):
 
     {doc['command']}

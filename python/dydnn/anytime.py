@@ -46,13 +46,13 @@ class AnytimeRunner:
 
     @property
     def expected_us(self) -> List[float]:
-        """Each step's expected time in microseconds (0 = not known yet): step 0 the first answer,
-        the others their refinement from the step before."""
+        """Each step's expected time in microseconds (0 = not known yet): the median of its last
+        ``window`` times; step 0 the first answer, the others their refinement from the step before."""
         return self._impl.expected_us
 
     def calibrate(self, input: torch.Tensor, repetitions: int = 20) -> List[float]:
-        """Times every step on ``input`` (one warm-up, then ``repetitions``) and sets each step's
-        expected time to the median; returns them. The net must be in eval mode."""
+        """Times every step on ``input`` (one warm-up, then ``repetitions``); each step's expected
+        time becomes the median of its last ``window`` times; returns them. The net must be in eval mode."""
         self._impl.calibrate(input, int(repetitions))
         return self.expected_us
 
@@ -63,9 +63,16 @@ class AnytimeRunner:
         (a step never run is tried). ``callback`` sees each answer; returning False stops."""
         return self._impl.run(input, float(budget_us), callback)
 
-    def set_smoothing(self, alpha: float) -> None:
-        """How much one run moves a step's expected time (moving-average weight, 0 < alpha <= 1)."""
-        self._impl.set_smoothing(float(alpha))
+    @property
+    def window(self) -> int:
+        """How many recent times per step the expected time is the median of (default 15)."""
+        return self._impl.window
+
+    @window.setter
+    def window(self, value: int) -> None:
+        if int(value) < 1:
+            raise ValueError(f"AnytimeRunner: window {value} (valid: >= 1)")
+        self._impl.window = int(value)
 
     def __repr__(self) -> str:
         steps = ", ".join(f"{c.name}@{e}" for c, e in self.steps)

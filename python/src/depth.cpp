@@ -215,7 +215,7 @@ void bind_depth(py::module_& m) {
                                return out;
                              })
       .def_property_readonly("expected_us", &runtime::AnytimeRunner::expected_us)
-      .def("set_smoothing", &runtime::AnytimeRunner::set_smoothing, py::arg("alpha"))
+      .def_property("window", &runtime::AnytimeRunner::window, &runtime::AnytimeRunner::set_window)
       .def("calibrate",
            [](runtime::AnytimeRunner& r, const torch::Tensor& x, int64_t repetitions) {
              py::gil_scoped_release release;

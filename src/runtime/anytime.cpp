@@ -70,16 +70,21 @@ AnytimeRunner::AnytimeRunner(nn::DynamicNet net, std::vector<AnytimeStep> steps)
                       name_of(s), k - 1);
   }
   expected_us_.assign(steps_.size(), 0.0);
+  recent_us_.resize(steps_.size());
 }
 
-void AnytimeRunner::set_smoothing(double alpha) {
-  DYDNN_CHECK_VALUE(alpha > 0 && alpha <= 1, "runtime", "AnytimeRunner: smoothing {} (valid: 0 < alpha <= 1)", alpha);
-  alpha_ = alpha;
+void AnytimeRunner::set_window(size_t window) {
+  DYDNN_CHECK_VALUE(window >= 1, "runtime", "AnytimeRunner: window {} (valid: >= 1)", window);
+  window_ = window;
+  for (size_t k = 0; k < steps_.size(); ++k)
+    while (recent_us_[k].size() > window_) recent_us_[k].pop_front();
 }
 
 void AnytimeRunner::learn(size_t step, double micros) {
-  double& e = expected_us_[step];
-  e = e == 0 ? micros : (1 - alpha_) * e + alpha_ * micros;
+  auto& recent = recent_us_[step];
+  recent.push_back(micros);
+  while (recent.size() > window_) recent.pop_front();
+  expected_us_[step] = summarize(std::vector<double>(recent.begin(), recent.end())).median_us;
 }
 
 AnytimeAnswer AnytimeRunner::run(const torch::Tensor& input, double budget_us,
@@ -113,18 +118,16 @@ AnytimeAnswer AnytimeRunner::run(const torch::Tensor& input, double budget_us,
 void AnytimeRunner::calibrate(const torch::Tensor& input, int64_t repetitions) {
   DYDNN_CHECK_VALUE(repetitions >= 1, "runtime", "AnytimeRunner::calibrate: repetitions {} (valid: >= 1)",
                     repetitions);
-  std::vector<std::vector<double>> times(steps_.size());
   for (int64_t r = 0; r <= repetitions; ++r) {  // round 0 warms up
     auto start = Clock::now();
     auto cache = net_->forward_cached(input, steps_[0].config, steps_[0].exit).second;
-    if (r > 0) times[0].push_back(micros_since(start));
+    if (r > 0) learn(0, micros_since(start));
     for (size_t k = 1; k < steps_.size(); ++k) {
       start = Clock::now();
       net_->refine(cache, steps_[k].config, steps_[k].exit);
-      if (r > 0) times[k].push_back(micros_since(start));
+      if (r > 0) learn(k, micros_since(start));
     }
   }
-  for (size_t k = 0; k < steps_.size(); ++k) expected_us_[k] = summarize(std::move(times[k])).median_us;
 }
 
 }  // namespace runtime

@@ -2,14 +2,15 @@
 /// \file
 /// "Answer now, improve if time allows": a sequence of (config, exit) steps, each reached
 /// from the one before by `DynamicNet::refine`, run against a time budget. The first step
-/// always answers; each later step runs only when its expected time (learnt from earlier
-/// runs, or measured by `calibrate`) still fits the budget. docs/depth.md.
+/// always answers; each later step runs only when its expected time (the median of its
+/// recent times, from earlier runs or `calibrate`) still fits the budget. docs/depth.md.
 
 #include <dydnn/nn/dynamic_net.h>
 
 #include <torch/types.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <vector>
 
@@ -68,18 +69,21 @@ class AnytimeRunner {
   AnytimeAnswer run(const torch::Tensor& input, double budget_us,
                     const std::function<bool(const AnytimeAnswer&)>& on_answer = {});
 
-  /// Runs every step on `input` `repetitions` times (after one warm-up) and sets each
-  /// step's expected time to the median. Throws `ValueError` for `repetitions` < 1.
+  /// Runs every step on `input` `repetitions` times (after one warm-up); each step's
+  /// recent times become the last `window()` of them. Throws `ValueError` for
+  /// `repetitions` < 1.
   void calibrate(const torch::Tensor& input, int64_t repetitions = 20);
 
   /// The steps, as given or the defaults (exits normalised: never -1).
   const std::vector<AnytimeStep>& steps() const { return steps_; }
   /// Each step's expected time in microseconds (for step 0: the first answer; later: its
-  /// refinement from the step before); 0 = not known yet.
+  /// refinement from the step before): the median of its last `window()` times, so one
+  /// slow run (an interrupt, a page fault) does not stop the next runs early; 0 = not
+  /// known yet.
   const std::vector<double>& expected_us() const { return expected_us_; }
-  /// How much a new measurement moves a step's expected time (an exponential moving
-  /// average's weight, 0 < alpha <= 1). Default 0.2.
-  void set_smoothing(double alpha);
+  /// How many recent times per step the expectation is the median of (>= 1). Default 15.
+  void set_window(size_t window);
+  size_t window() const { return window_; }
 
  private:
   void learn(size_t step, double micros);
@@ -87,7 +91,8 @@ class AnytimeRunner {
   nn::DynamicNet net_;
   std::vector<AnytimeStep> steps_;
   std::vector<double> expected_us_;
-  double alpha_ = 0.2;
+  std::vector<std::deque<double>> recent_us_;
+  size_t window_ = 15;
 };
 
 }  // namespace runtime

@@ -99,5 +99,5 @@ TEST_CASE("anytime steps are checked", "[runtime][anytime]") {
   CHECK_THROWS_WITH(runner.run(x, 0.0), Contains("budget 0 us (valid: a positive number"));
   CHECK_THROWS_WITH(runner.run(x, std::nan("")), Contains("valid: a positive number"));
   CHECK_THROWS_WITH(runner.calibrate(x, 0), Contains("repetitions 0 (valid: >= 1)"));
-  CHECK_THROWS_WITH(runner.set_smoothing(1.5), Contains("smoothing 1.5 (valid: 0 < alpha <= 1)"));
+  CHECK_THROWS_WITH(runner.set_window(0), Contains("window 0 (valid: >= 1)"));
 }
