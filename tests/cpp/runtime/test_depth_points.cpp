@@ -20,19 +20,26 @@ nn::NetSpec tiny_exits() {
       "conv 8 kernel=3 padding=1 bn relu maxpool=2\nexit after=1\nconv 8 kernel=3 padding=1 bn relu maxpool=2\n");
 }
 
+// 30 random images; the profiler with two adaptive thresholds, one that exits everything.
+std::vector<io::OperatingPoint> profile_tiny(nn::DynamicNet& net, int64_t repetitions,
+                                             runtime::EnergyReader energy = {}) {
+  const data::ImageDataset data{torch::randint(0, 256, {30, 1, 8, 8}, torch::kLong).to(torch::kUInt8),
+                                torch::randint(0, 4, {30})};
+  runtime::ProfileOptions o;
+  o.warmup = 1;
+  o.repetitions = repetitions;
+  o.progress = false;
+  o.exit_thresholds = {0.5, 100.0};
+  o.energy = std::move(energy);
+  return runtime::profile(net, data, data::Normalization{}, o);
+}
+
 }  // namespace
 
 TEST_CASE("the profiler adds width x exit points and adaptive points", "[runtime][profiler][exits]") {
   torch::manual_seed(8);
   nn::DynamicNet net(tiny_exits());
-  const data::ImageDataset data{torch::randint(0, 256, {30, 1, 8, 8}, torch::kLong).to(torch::kUInt8),
-                                torch::randint(0, 4, {30})};
-  runtime::ProfileOptions o;
-  o.warmup = 1;
-  o.repetitions = 5;
-  o.progress = false;
-  o.exit_thresholds = {0.5, 100.0};
-  const auto table = runtime::profile(net, data, data::Normalization{}, o);
+  const auto table = profile_tiny(net, 5);
   // Per config: the final head, exit 0, and two adaptive points.
   REQUIRE(table.size() == 4 * net->configs().size());
   for (size_t c = 0; c < net->configs().size(); ++c) {
@@ -57,17 +64,11 @@ TEST_CASE("the profiler adds width x exit points and adaptive points", "[runtime
 TEST_CASE("with an energy source every depth point has energy and power", "[runtime][profiler][exits][energy]") {
   torch::manual_seed(10);
   nn::DynamicNet net(tiny_exits());
-  const data::ImageDataset data{torch::randint(0, 256, {30, 1, 8, 8}, torch::kLong).to(torch::kUInt8),
-                                torch::randint(0, 4, {30})};
-  runtime::ProfileOptions o;
-  o.warmup = 1;
-  o.repetitions = 20;
-  o.progress = false;
-  o.exit_thresholds = {0.5, 100.0};
   // A meter drawing 2 W all the time: energy per inference follows latency.
   const auto start = std::chrono::steady_clock::now();
-  o.energy = [start] { return 2.0 * std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
-  const auto table = runtime::profile(net, data, data::Normalization{}, o);
+  const auto table = profile_tiny(net, 20, [start] {
+    return 2.0 * std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  });
   for (const auto& p : table) {
     INFO(p.config.name() << " exit " << (p.knobs.count("exit") ? p.knobs.at("exit") : -1.0));
     REQUIRE(p.metrics.count(io::metric::kEnergyMj) == 1);
