@@ -32,6 +32,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,11 +117,19 @@ def train_all(out: Path, args) -> dict:
             name, run, cmd = pending.pop(0)
             print(f"[bench_dist] training {name}: {' '.join(cmd[3:])}", flush=True)
             running.append((name, run, cmd, subprocess.Popen(cmd, stdout=subprocess.DEVNULL)))
-        name, run, cmd, proc = running.pop(0)
-        if proc.wait() != 0:
-            raise SystemExit(f"[bench_dist] training {name} failed (exit {proc.returncode}): {' '.join(cmd)}")
-        (run / "bench_train_command.json").write_text(json.dumps(cmd[3:]))
-        print(f"[bench_dist] trained {name}", flush=True)
+        done = [job for job in running if job[3].poll() is not None]
+        if not done:  # a free slot goes to the next model as soon as any run ends, not the oldest
+            time.sleep(1.0)
+            continue
+        for job in done:
+            running.remove(job)
+            name, run, cmd, proc = job
+            if proc.returncode != 0:
+                for other in running:
+                    other[3].kill()
+                raise SystemExit(f"[bench_dist] training {name} failed (exit {proc.returncode}): {' '.join(cmd)}")
+            (run / "bench_train_command.json").write_text(json.dumps(cmd[3:]))
+            print(f"[bench_dist] trained {name}", flush=True)
     models = {}
     for name, (spec, method, extra) in MODELS.items():
         run = out / "models" / name
