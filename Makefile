@@ -20,7 +20,7 @@ DEBIAN_PACKAGES := g++ cmake ninja-build ccache make \
   libtorch-dev python3-torch python3-torchvision pybind11-dev libeigen3-dev catch2 libfmt-dev libgloo-dev \
   python3-dev python3-venv python3-pip python3-setuptools python3-wheel python3-numpy python3-pytest \
   python3-matplotlib python3-tqdm python3-nbclient python3-nbformat python3-ipykernel zlib1g-dev \
-  python3-onnx clang libclang-rt-14-dev dataset-fashion-mnist iproute2
+  python3-onnx clang libclang-rt-14-dev dataset-fashion-mnist iproute2 libdnnl-dev
 
 .PHONY: demo test bench docs deps venv build python fuzz-build fuzz-replay fuzz clean help
 

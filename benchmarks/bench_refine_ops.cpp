@@ -1,4 +1,4 @@
-// Where batch-1 refinement time goes: each LibTorch call of `refine` from ABC to ABCD on
+// Where batch-1 refinement time goes: each call of `refine` from ABC to ABCD on
 // fashion_mnist_exits (conv 1->32 at 28x28, conv 32->64 at 14x14, additive head over
 // 64x7x7), beside the calls of a fresh ABCD run, at the shapes those calls see, on random
 // data. Median thread CPU time over interleaved rounds, one intra-op thread. Prints a
@@ -48,8 +48,10 @@ int main() {
   // Refine ABC -> ABCD: group D's rows (8 of conv0, 16 of conv1), over all inputs.
   auto w0d = torch::randn({8, 1, 3, 3}), b0d = torch::randn({8});
   auto w1d = torch::randn({16, 32, 3, 3}), b1d = torch::randn({16});
-  auto w0d_prepared = dydnn::nn::prepare_conv2d_weight(w0d, one, one);
-  auto w1d_prepared = dydnn::nn::prepare_conv2d_weight(w1d, one, one);
+  const dydnn::nn::PreparedConv2d conv0d(w0d, b0d, one, one), conv1d(w1d, b1d, one, one);
+  // LibTorch's oneDNN path (mkldnn_convolution) with weights reordered once, for comparison.
+  auto w0d_libtorch = dydnn::nn::prepare_conv2d_weight(w0d, one, one);
+  auto w1d_libtorch = dydnn::nn::prepare_conv2d_weight(w1d, one, one);
   auto cached0 = torch::randn({1, 24, 14, 14}), cached1 = torch::randn({1, 48, 7, 7});
   auto in1 = torch::randn({1, 32, 14, 14});
   auto y0d = conv2d_fast(image, w0d, b0d, one, one), y1d = conv2d_fast(in1, w1d, b1d, one, one);
@@ -67,11 +69,11 @@ int main() {
   auto nhwc_w1d = w1d.contiguous(at::MemoryFormat::ChannelsLast);
 
   std::vector<Op> ops = {
-      {"refine", "conv0 rows D 1->8 @28x28 (prepared, BN folded)", [&] { conv2d_fast(image, w0d_prepared, b0d, one, one); }},
+      {"refine", "conv0 rows D 1->8 @28x28 (prepared, BN folded)", [&] { conv0d(image); }},
       {"refine", "max pool 2 (8x28x28)", [&] { max_pool2d_fast(y0d, 2); }},
       {"refine", "relu_ (8x14x14)", [&] { p0d.relu_(); }},
       {"refine", "cat into the cache (24+8 x14x14)", [&] { torch::cat({cached0, p0d}, 1); }},
-      {"refine", "conv1 rows D 32->16 @14x14 (prepared, BN folded)", [&] { conv2d_fast(in1, w1d_prepared, b1d, one, one); }},
+      {"refine", "conv1 rows D 32->16 @14x14 (prepared, BN folded)", [&] { conv1d(in1); }},
       {"refine", "max pool 2 (16x14x14)", [&] { max_pool2d_fast(y1d, 2); }},
       {"refine", "relu_ (16x7x7)", [&] { p1d.relu_(); }},
       {"refine", "cat into the cache (48+16 x7x7)", [&] { torch::cat({cached1, p1d}, 1); }},
@@ -86,6 +88,10 @@ int main() {
       {"fresh", "max pool 2 (64x14x14)", [&] { max_pool2d_fast(y1, 2); }},
       {"fresh", "relu_ (64x7x7)", [&] { p1.relu_(); }},
       {"fresh", "head (3136->10, linear)", [&] { torch::linear(features, head, head_bias); }},
+      {"LibTorch", "conv0 rows D via mkldnn_convolution (prepared)", [&] { conv2d_fast(image, w0d_libtorch, b0d, one, one); }},
+      {"LibTorch", "conv1 rows D via mkldnn_convolution (prepared)", [&] { conv2d_fast(in1, w1d_libtorch, b1d, one, one); }},
+      {"LibTorch", "conv0 1->32 via mkldnn_convolution", [&] { at::mkldnn_convolution(image, w0, b0, one, one, one, 1); }},
+      {"LibTorch", "conv1 32->64 via mkldnn_convolution", [&] { at::mkldnn_convolution(in1, w1, b1, one, one, one, 1); }},
       {"not adopted", "conv1 rows D, dense weight (reordered per call)", [&] { conv2d_fast(in1, w1d, b1d, one, one); }},
       {"not adopted", "conv1 rows D, channels-last input and weight", [&] { conv2d_fast(nhwc_in1, nhwc_w1d, b1d, one, one); }},
       {"not adopted", "BN of D's rows (16x14x14), now folded", [&] { bn(y1d); }},

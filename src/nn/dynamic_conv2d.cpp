@@ -51,8 +51,9 @@ torch::Tensor DynamicConv2dImpl::apply(const torch::Tensor& x, const torch::Tens
   return conv2d_fast(x, w, b, *options.stride(), *options.padding());
 }
 
-torch::Tensor DynamicConv2dImpl::prepare_weight(const torch::Tensor& w) const {
-  return prepare_conv2d_weight(w, *options.stride(), *options.padding());
+std::shared_ptr<const PreparedConv2d> DynamicConv2dImpl::prepare_weight(const torch::Tensor& w,
+                                                                       const torch::Tensor& b) const {
+  return prepare_conv2d(w, b, *options.stride(), *options.padding());
 }
 
 StaticLayer DynamicConv2dImpl::static_layer(Config config) {

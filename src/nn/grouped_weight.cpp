@@ -156,7 +156,8 @@ int64_t GroupedWeight::resident_bytes() const {
   auto bytes = [](const torch::Tensor& t) { return t.defined() ? static_cast<int64_t>(t.numel() * t.element_size()) : 0; };
   int64_t parts = 0;
   for (const auto& entry : part_cache_)
-    parts += bytes(entry.tensors.weight) + bytes(entry.tensors.bias) + bytes(entry.tensors.prepared);
+    parts += bytes(entry.tensors.weight) + bytes(entry.tensors.bias) +
+             (entry.tensors.prepared ? entry.tensors.prepared->bytes() : 0);
   return bytes(storage_) + bytes(bias_storage_) + bytes(cache_.first) + bytes(cache_.second) + parts;
 }
 
@@ -321,7 +322,7 @@ InferencePart GroupedWeight::part_for_inference(Config config, Config part, bool
     out.weight = out.weight * fold->scale.view(shape);
     out.bias = out.bias.defined() ? out.bias * fold->scale + fold->shift : fold->shift.clone();
   }
-  if (prepare) out.prepared = prepare(out.weight);
+  if (prepare) out.prepared = prepare(out.weight, out.bias);
   if (part_cache_.size() >= kPartCacheSize) part_cache_.erase(part_cache_.begin());
   part_cache_.push_back({config, part, columns, fold != nullptr, version, fold_version, out});
   return out;

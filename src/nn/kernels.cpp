@@ -31,15 +31,6 @@ bool uses_onednn(const torch::Tensor& t) {
   return at::hasMKLDNN() && t.device().is_cpu() && t.scalar_type() == torch::kFloat && t.layout() == torch::kStrided;
 }
 
-torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
-                          torch::IntArrayRef stride, torch::IntArrayRef padding) {
-  if (uses_onednn(input)) {
-    const int64_t dilation[2] = {1, 1};
-    return at::mkldnn_convolution(input, weight, bias, padding, stride, dilation, 1);
-  }
-  return at::conv2d(input, weight, bias, stride, padding);
-}
-
 torch::Tensor prepare_conv2d_weight(const torch::Tensor& weight, torch::IntArrayRef stride,
                                     torch::IntArrayRef padding) {
   if (!uses_onednn(weight) || weight.dim() != 4) return {};

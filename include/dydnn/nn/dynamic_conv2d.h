@@ -82,7 +82,7 @@ class DynamicConv2dImpl : public detail::GroupedLayerImpl<DynamicConv2dImpl, Dyn
   friend class detail::GroupedLayerImpl<DynamicConv2dImpl, DynamicConv2dOptions>;
   torch::Tensor forward_at(const torch::Tensor& input, Config config);
   torch::Tensor apply(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
-  torch::Tensor prepare_weight(const torch::Tensor& w) const;
+  std::shared_ptr<const PreparedConv2d> prepare_weight(const torch::Tensor& w, const torch::Tensor& b) const;
 };
 
 /// A `ModuleHolder` for `DynamicConv2dImpl` (see LibTorch's `TORCH_MODULE`).

@@ -74,7 +74,9 @@ class DynamicLinearImpl : public detail::GroupedLayerImpl<DynamicLinearImpl, Dyn
   friend class detail::GroupedLayerImpl<DynamicLinearImpl, DynamicLinearOptions>;
   torch::Tensor forward_at(const torch::Tensor& input, Config config);
   torch::Tensor apply(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) const;
-  torch::Tensor prepare_weight(const torch::Tensor&) const { return {}; }  // BLAS reads the dense weight
+  std::shared_ptr<const PreparedConv2d> prepare_weight(const torch::Tensor&, const torch::Tensor&) const {
+    return nullptr;  // BLAS reads the dense weight
+  }
 };
 
 /// A `ModuleHolder` for `DynamicLinearImpl`.

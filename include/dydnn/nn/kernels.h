@@ -10,15 +10,25 @@
 
 #include <torch/types.h>
 
+#include <memory>
+
 namespace dydnn {
 namespace nn {
 
 /// Whether `conv2d_fast` uses oneDNN for tensors like `t` (CPU, float32, built with mkldnn).
 bool uses_onednn(const torch::Tensor& t);
 
+/// Whether this build runs inference convolutions as oneDNN primitives created once and
+/// executed directly (built with oneDNN's headers, Debian's `libdnnl-dev`). Without, they
+/// go through LibTorch's `mkldnn_convolution`, which costs about 25 us more per call at
+/// batch 1 (docs/kernels.md).
+bool direct_onednn_available();
+
 /// 2-D convolution (differentiable). `input` [N, C_in, H, W], `weight`
 /// [C_out, C_in, kh, kw] (may be a strided view), `bias` [C_out] or undefined.
-/// oneDNN directly on CPU float32; `torch::conv2d` elsewhere (CUDA, other dtypes).
+/// On CPU float32 oneDNN: without autograd through primitives cached per shape and thread
+/// (`direct_onednn_available`), with it through LibTorch's `mkldnn_convolution` (which has
+/// a backward); `torch::conv2d` elsewhere (CUDA, other dtypes).
 /// `weight` may be a `prepare_conv2d_weight` result when `uses_onednn(input)`.
 torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
                           torch::IntArrayRef stride, torch::IntArrayRef padding);
@@ -29,6 +39,38 @@ torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weigh
 /// oneDNN. Only for cached weights: the copy does not follow later changes of `weight`.
 torch::Tensor prepare_conv2d_weight(const torch::Tensor& weight, torch::IntArrayRef stride,
                                     torch::IntArrayRef padding);
+
+/// A convolution fixed for inference (weight, bias, stride, padding) with its weights
+/// prepared once: with `direct_onednn_available()`, a oneDNN primitive per input shape
+/// (up to 8, most recently used kept) with the weights reordered once into the layout it
+/// reads; otherwise LibTorch's oneDNN convolution on a weight reordered once. No autograd.
+/// Holds `weight` itself when it is contiguous (no copy); a later in-place change of it
+/// (seen by its version counter) re-prepares. Safe to call from several threads at once.
+class PreparedConv2d {
+ public:
+  /// `weight` [C_out, C_in, kh, kw] CPU float32, `bias` [C_out] or undefined, `stride`
+  /// and `padding` two values each. Throws `ValueError` naming what is wrong.
+  PreparedConv2d(const torch::Tensor& weight, const torch::Tensor& bias, torch::IntArrayRef stride,
+                 torch::IntArrayRef padding);
+  ~PreparedConv2d();
+  PreparedConv2d(const PreparedConv2d&) = delete;
+  PreparedConv2d& operator=(const PreparedConv2d&) = delete;
+
+  /// The convolution of `input` [N, C_in, H, W] (equal to `conv2d_fast` with the weight
+  /// and bias given). Inputs that are not CPU float32 go through `conv2d_fast`.
+  torch::Tensor operator()(const torch::Tensor& input) const;
+  /// Bytes of the reordered weight copies it holds (the weight itself not counted).
+  int64_t bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// A `PreparedConv2d`, or null where `conv2d_fast` would not use oneDNN for `weight`
+/// (not CPU float32, not 4-D).
+std::shared_ptr<const PreparedConv2d> prepare_conv2d(const torch::Tensor& weight, const torch::Tensor& bias,
+                                                     torch::IntArrayRef stride, torch::IntArrayRef padding);
 
 /// The multiply-accumulates (N x in x out) from which `linear_fast` uses oneDNN.
 constexpr int64_t kOneDnnLinearMinMacs = 100000;

@@ -37,8 +37,8 @@ struct ConvCounter {
     count() = 0;
     handle = at::addThreadLocalCallback(at::RecordFunctionCallback(
         [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
-          if (std::string(fn.name()) == "aten::mkldnn_convolution" || std::string(fn.name()) == "aten::_convolution")
-            ++count();
+          const std::string name = fn.name();
+          if (name == "aten::mkldnn_convolution" || name == "aten::_convolution" || name == "dydnn::conv2d") ++count();
           return nullptr;
         }));
   }

@@ -58,10 +58,10 @@ class GroupedLayerImpl : public torch::nn::Cloneable<Derived> {
   /// returns the normalised output, the BN folded into the cached weights.
   torch::Tensor forward_rows_inference(const torch::Tensor& input, Config config, Config rows,
                                        const ChannelAffine* fold = nullptr) {
-    const auto part = weight_.rows_for_inference(config, rows, fold,
-                                                 [this](const torch::Tensor& w) { return derived().prepare_weight(w); });
-    return derived().apply(input, part.prepared.defined() && uses_onednn(input) ? part.prepared : part.weight,
-                           part.bias);
+    const auto part = weight_.rows_for_inference(
+        config, rows, fold,
+        [this](const torch::Tensor& w, const torch::Tensor& b) { return derived().prepare_weight(w, b); });
+    return part.prepared && uses_onednn(input) ? (*part.prepared)(input) : derived().apply(input, part.weight, part.bias);
   }
   /// The additive head's contribution of input groups `columns` (their features,
   /// compact, in group order): `sum_g W_g x_g + b_g` over those groups, without autograd.

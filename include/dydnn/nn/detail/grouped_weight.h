@@ -7,10 +7,12 @@
 #include <dydnn/nn/connectivity.h>
 #include <dydnn/nn/execution.h>
 #include <dydnn/nn/group_spec.h>
+#include <dydnn/nn/kernels.h>
 
 #include <torch/nn/module.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -56,15 +58,17 @@ ChannelRange channel_range(const GroupSpec& spec, Config config);
 std::vector<int64_t> channel_indices(const GroupSpec& spec, Config config);
 
 /// A cached part of a weight for inference: `weight` and `bias` dense and contiguous,
-/// `prepared` the weight in the layout its kernel reads without a per-call reorder
-/// (oneDNN-blocked for a convolution), or undefined.
+/// `prepared` a convolution over them prepared once (its weights in the layout its kernel
+/// reads), or null.
 struct InferencePart {
-  torch::Tensor weight, bias, prepared;
+  torch::Tensor weight, bias;
+  std::shared_ptr<const PreparedConv2d> prepared;
 };
 
-/// Turns a part's dense weight into `InferencePart::prepared` (once per cached part);
-/// returns an undefined tensor when the kernel reads the dense weight as it is.
-using WeightPreparer = std::function<torch::Tensor(const torch::Tensor&)>;
+/// Makes `InferencePart::prepared` from a part's dense weight and bias (once per cached
+/// part); returns null when the layer's kernel reads the dense weight as it is.
+using WeightPreparer =
+    std::function<std::shared_ptr<const PreparedConv2d>(const torch::Tensor& weight, const torch::Tensor& bias)>;
 
 /// One dense storage tensor `[out_channels, in_channels, *kernel]` (zeros where the
 /// mask forbids a block) whose allowed blocks are registered as separate leaf
