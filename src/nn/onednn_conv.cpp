@@ -34,6 +34,19 @@ bool needs_autograd(const torch::Tensor& input, const torch::Tensor& weight, con
          (input.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
 }
 
+/// Shapes that fit together, checked before any kernel sees them (LibTorch's messages
+/// differ per path).
+void check_shapes(const torch::Tensor& input, at::IntArrayRef weight, const torch::Tensor& bias) {
+  DYDNN_CHECK_VALUE(input.dim() == 4, "nn", "conv2d: expected a 4D input [N, C, H, W] (got {}D)", input.dim());
+  DYDNN_CHECK_VALUE(weight.size() == 4, "nn", "conv2d: expected a 4D weight [C_out, C_in, kh, kw] (got {}D)",
+                    weight.size());
+  DYDNN_CHECK_VALUE(input.size(1) == weight[1], "nn", "conv2d: the input has {} channels, the weight expects {}",
+                    input.size(1), weight[1]);
+  DYDNN_CHECK_VALUE(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight[0]), "nn",
+                    "conv2d: bias of shape [{}] for {} output channels", fmt::join(bias.sizes(), ", "),
+                    weight[0]);
+}
+
 #if DYDNN_HAVE_ONEDNN
 using dnnl::memory;
 using Tag = memory::format_tag;
@@ -222,18 +235,6 @@ torch::Tensor run_plan(const ConvPlan& plan, const torch::Tensor& input, const v
   return out;
 }
 
-/// The input as the plan reads it: CPU float32, contiguous NCHW; the bias contiguous.
-void check_shapes(const torch::Tensor& input, at::IntArrayRef weight, const torch::Tensor& bias) {
-  DYDNN_CHECK_VALUE(input.dim() == 4, "nn", "conv2d: expected a 4D input [N, C, H, W] (got {}D)", input.dim());
-  DYDNN_CHECK_VALUE(weight.size() == 4, "nn", "conv2d: expected a 4D weight [C_out, C_in, kh, kw] (got {}D)",
-                    weight.size());
-  DYDNN_CHECK_VALUE(input.size(1) == weight[1], "nn", "conv2d: the input has {} channels, the weight expects {}",
-                    input.size(1), weight[1]);
-  DYDNN_CHECK_VALUE(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight[0]), "nn",
-                    "conv2d: bias of shape [{}] for {} output channels", fmt::join(bias.sizes(), ", "),
-                    weight[0]);
-}
-
 bool output_is_empty(const ConvShape& s) { return s.n() == 0 || s.oc() == 0 || s.out_h() <= 0 || s.out_w() <= 0; }
 
 /// The plans of the plain (unprepared) path, per thread: a fresh run hands a weight view
@@ -262,7 +263,6 @@ const ConvPlan& plain_plan_for(const ConvShape& shape, const torch::Tensor& weig
 
 torch::Tensor direct_conv2d(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
                             at::IntArrayRef stride, at::IntArrayRef padding) {
-  check_shapes(input, weight.sizes(), bias);
   at::internal::lazy_init_num_threads();  // oneDNN then uses LibTorch's thread count on this thread
   const ConvShape shape(input, weight.sizes(), bias.defined(), stride, padding);
   const auto& plan = plain_plan_for(shape, weight);
@@ -283,10 +283,11 @@ bool direct_onednn_available() {
 torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
                           torch::IntArrayRef stride, torch::IntArrayRef padding) {
   if (!uses_onednn(input)) return at::conv2d(input, weight, bias, stride, padding);
+  check_shapes(input, weight.sizes(), bias);
 #if DYDNN_HAVE_ONEDNN
   if (weight.layout() == torch::kStrided && weight.scalar_type() == torch::kFloat &&
       !needs_autograd(input, weight, bias)) {
-    if (input.dim() == 4 && weight.dim() == 4 && stride.size() == 2 && padding.size() == 2 &&
+    if (stride.size() == 2 && padding.size() == 2 &&
         !output_is_empty(ConvShape(input, weight.sizes(), bias.defined(), stride, padding)))
       return direct_conv2d(input, weight, bias, stride, padding);
   }
@@ -374,6 +375,7 @@ torch::Tensor PreparedConv2d::operator()(const torch::Tensor& input) const {
   return run_plan(entry->plan, x, entry->weight_buffer.defined() ? entry->weight_buffer.data_ptr() : d.weight.data_ptr(),
                   true, d.bias);
 #else
+  if (uses_onednn(input)) check_shapes(input, d.weight.sizes(), d.bias);
   torch::Tensor reordered;
   {
     std::lock_guard<std::mutex> lock(d.mutex);
