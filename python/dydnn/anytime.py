@@ -46,13 +46,13 @@ class AnytimeRunner:
 
     @property
     def expected_us(self) -> List[float]:
-        """Each step's expected time in microseconds (0 = not known yet): the median of its last
-        ``window`` times; step 0 the first answer, the others their refinement from the step before."""
+        """Each step's expected time in microseconds (0 = not known yet): the ``quantile`` of its
+        last ``window`` times; step 0 the first answer, the others their refinement from the step before."""
         return self._impl.expected_us
 
     def calibrate(self, input: torch.Tensor, repetitions: int = 20) -> List[float]:
         """Times every step on ``input`` (one warm-up, then ``repetitions``); each step's expected
-        time becomes the median of its last ``window`` times; returns them. The net must be in eval mode."""
+        time becomes the ``quantile`` of its last ``window`` times; returns them. The net must be in eval mode."""
         self._impl.calibrate(input, int(repetitions))
         return self.expected_us
 
@@ -65,7 +65,7 @@ class AnytimeRunner:
 
     @property
     def window(self) -> int:
-        """How many recent times per step the expected time is the median of (default 15)."""
+        """How many recent times per step the expected time is taken over (default 15)."""
         return self._impl.window
 
     @window.setter
@@ -73,6 +73,20 @@ class AnytimeRunner:
         if int(value) < 1:
             raise ValueError(f"AnytimeRunner: window {value} (valid: >= 1)")
         self._impl.window = int(value)
+
+    @property
+    def quantile(self) -> float:
+        """Which quantile of a step's recent times it is expected to take, in (0, 1] (default 0.5,
+        the median). Higher stays within budget more often, but a skipped step is not timed again,
+        so a few slow runs can keep it out (docs/depth_benchmark.md)."""
+        return self._impl.quantile
+
+    @quantile.setter
+    def quantile(self, value: float) -> None:
+        q = float(value)
+        if not 0 < q <= 1:  # NaN fails too
+            raise ValueError(f"AnytimeRunner: quantile {value} (valid: 0 < quantile <= 1)")
+        self._impl.quantile = q
 
     def __repr__(self) -> str:
         steps = ", ".join(f"{c.name}@{e}" for c, e in self.steps)

@@ -216,6 +216,7 @@ void bind_depth(py::module_& m) {
                              })
       .def_property_readonly("expected_us", &runtime::AnytimeRunner::expected_us)
       .def_property("window", &runtime::AnytimeRunner::window, &runtime::AnytimeRunner::set_window)
+      .def_property("quantile", &runtime::AnytimeRunner::quantile, &runtime::AnytimeRunner::set_quantile)
       .def("calibrate",
            [](runtime::AnytimeRunner& r, const torch::Tensor& x, int64_t repetitions) {
              py::gil_scoped_release release;

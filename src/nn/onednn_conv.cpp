@@ -107,8 +107,11 @@ ConvPlan make_plan(const ConvShape& s, const memory::desc& given_weights) {
   const auto any = [](const memory::dims& d) { return memory::desc(d, memory::data_type::f32, Tag::any); };
   const memory::desc bias_md =
       s.has_bias() ? memory::desc({s.oc()}, memory::data_type::f32, Tag::x) : memory::desc();
+  // `forward_training` as LibTorch asks for (a convolution keeps no workspace either way):
+  // oneDNN 2.6 then picks its blocked jit kernels, where `forward_inference` picked brgconv
+  // over channels-last, 10-25% slower at 8 -> 16 and 32 -> 64 channels, batch 1 to 32.
   const auto desc = dnnl::convolution_forward::desc(
-      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, plain_source ? p.plain_src : any(src_dims),
+      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, plain_source ? p.plain_src : any(src_dims),
       any(weight_dims), bias_md, any(dst_dims), {s.v[7], s.v[8]}, {s.v[9], s.v[10]}, {s.v[9], s.v[10]});
   dnnl::primitive_attr attr;
   // A scratchpad per call instead of one per primitive: the primitive may run on several

@@ -1,9 +1,9 @@
 #include <dydnn/errors.h>
 #include <dydnn/runtime/anytime.h>
-#include <dydnn/runtime/latency.h>
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -76,15 +76,33 @@ AnytimeRunner::AnytimeRunner(nn::DynamicNet net, std::vector<AnytimeStep> steps)
 void AnytimeRunner::set_window(size_t window) {
   DYDNN_CHECK_VALUE(window >= 1, "runtime", "AnytimeRunner: window {} (valid: >= 1)", window);
   window_ = window;
-  for (size_t k = 0; k < steps_.size(); ++k)
+  for (size_t k = 0; k < steps_.size(); ++k) {
     while (recent_us_[k].size() > window_) recent_us_[k].pop_front();
+    update_expected(k);
+  }
+}
+
+void AnytimeRunner::set_quantile(double quantile) {
+  DYDNN_CHECK_VALUE(std::isfinite(quantile) && quantile > 0 && quantile <= 1, "runtime",
+                    "AnytimeRunner: quantile {} (valid: 0 < quantile <= 1)", quantile);
+  quantile_ = quantile;
+  for (size_t k = 0; k < steps_.size(); ++k) update_expected(k);
 }
 
 void AnytimeRunner::learn(size_t step, double micros) {
   auto& recent = recent_us_[step];
   recent.push_back(micros);
   while (recent.size() > window_) recent.pop_front();
-  expected_us_[step] = summarize(std::vector<double>(recent.begin(), recent.end())).median_us;
+  update_expected(step);
+}
+
+void AnytimeRunner::update_expected(size_t step) {
+  const auto& recent = recent_us_[step];
+  if (recent.empty()) return;
+  std::vector<double> sorted(recent.begin(), recent.end());
+  std::sort(sorted.begin(), sorted.end());
+  const auto rank = static_cast<size_t>(std::ceil(quantile_ * static_cast<double>(sorted.size())));
+  expected_us_[step] = sorted[std::min(sorted.size(), std::max<size_t>(rank, 1)) - 1];
 }
 
 AnytimeAnswer AnytimeRunner::run(const torch::Tensor& input, double budget_us,

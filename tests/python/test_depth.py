@@ -128,6 +128,14 @@ def test_anytime_runner_answers_now_and_improves_while_time_allows(trained):
         dydnn.anytime.AnytimeRunner(net, [("AB", 1), ("A", 1)])
     with pytest.raises(ValueError, match=r"budget -1 us \(valid: a positive number"):
         runner.run(x, -1)
+    assert runner.quantile == pytest.approx(0.5)
+    runner.quantile = 1.0
+    slowest = runner.expected_us
+    runner.quantile = 0.5
+    assert all(m <= s for m, s in zip(runner.expected_us, slowest))
+    for bad in (0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"quantile .* \(valid: 0 < quantile <= 1\)"):
+            runner.quantile = bad
 
 
 def test_exits_survive_the_model_file(trained, tmp_path):

@@ -2,8 +2,9 @@
 /// \file
 /// "Answer now, improve if time allows": a sequence of (config, exit) steps, each reached
 /// from the one before by `DynamicNet::refine`, run against a time budget. The first step
-/// always answers; each later step runs only when its expected time (the median of its
-/// recent times, from earlier runs or `calibrate`) still fits the budget. docs/depth.md.
+/// always answers; each later step runs only when its expected time (the median, or another
+/// quantile, of its recent times, from earlier runs or `calibrate`) still fits the budget.
+/// docs/depth.md.
 
 #include <dydnn/nn/dynamic_net.h>
 
@@ -77,22 +78,30 @@ class AnytimeRunner {
   /// The steps, as given or the defaults (exits normalised: never -1).
   const std::vector<AnytimeStep>& steps() const { return steps_; }
   /// Each step's expected time in microseconds (for step 0: the first answer; later: its
-  /// refinement from the step before): the median of its last `window()` times, so one
-  /// slow run (an interrupt, a page fault) does not stop the next runs early; 0 = not
-  /// known yet.
+  /// refinement from the step before): the `quantile()` of its last `window()` times
+  /// (nearest rank), so one slow run (an interrupt, a page fault) does not stop the next
+  /// runs early, while the usual spread of a step's time is allowed for; 0 = not known yet.
   const std::vector<double>& expected_us() const { return expected_us_; }
-  /// How many recent times per step the expectation is the median of (>= 1). Default 15.
+  /// How many recent times per step the expectation is taken over (>= 1). Default 15.
   void set_window(size_t window);
   size_t window() const { return window_; }
+  /// Which quantile of the recent times a step is expected to take, in (0, 1]. Default
+  /// 0.5, the median. A higher one keeps runs within their budget more often, but a step it
+  /// skips is not timed again, so two slow runs in a window of 15 can keep a step out at
+  /// 0.9 where the median needs eight (docs/depth_benchmark.md). Throws `ValueError` outside.
+  void set_quantile(double quantile);
+  double quantile() const { return quantile_; }
 
  private:
   void learn(size_t step, double micros);
+  void update_expected(size_t step);
 
   nn::DynamicNet net_;
   std::vector<AnytimeStep> steps_;
   std::vector<double> expected_us_;
   std::vector<std::deque<double>> recent_us_;
   size_t window_ = 15;
+  double quantile_ = 0.5;
 };
 
 }  // namespace runtime

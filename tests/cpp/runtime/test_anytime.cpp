@@ -100,4 +100,29 @@ TEST_CASE("anytime steps are checked", "[runtime][anytime]") {
   CHECK_THROWS_WITH(runner.run(x, std::nan("")), Contains("valid: a positive number"));
   CHECK_THROWS_WITH(runner.calibrate(x, 0), Contains("repetitions 0 (valid: >= 1)"));
   CHECK_THROWS_WITH(runner.set_window(0), Contains("window 0 (valid: >= 1)"));
+  for (const double q : {0.0, 1.5, -0.1, std::nan("")})
+    CHECK_THROWS_WITH(runner.set_quantile(q), Contains("(valid: 0 < quantile <= 1)"));
+}
+
+TEST_CASE("an anytime step is expected to take the chosen quantile of its recent times", "[runtime][anytime]") {
+  auto net = eval_net("incremental", 4);
+  runtime::AnytimeRunner runner(net);
+  CHECK(runner.quantile() == 0.5);
+  runner.calibrate(torch::randn({1, 1, 8, 8}), 9);
+  // Changing the quantile or the window re-derives the expectations from the same times.
+  runner.set_quantile(1.0);
+  const auto slowest = runner.expected_us();
+  runner.set_quantile(0.5);
+  const auto median = runner.expected_us();
+  runner.set_quantile(1e-9);
+  const auto fastest = runner.expected_us();
+  for (size_t k = 0; k < slowest.size(); ++k) {
+    CHECK(fastest[k] > 0);
+    CHECK(fastest[k] <= median[k]);
+    CHECK(median[k] <= slowest[k]);
+  }
+  runner.set_window(1);  // only the last time is left: every quantile is that time
+  const auto last = runner.expected_us();
+  runner.set_quantile(1.0);
+  CHECK(runner.expected_us() == last);
 }
