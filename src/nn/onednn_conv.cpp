@@ -13,6 +13,7 @@
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -81,14 +82,36 @@ struct ConvShape {
   bool has_bias() const { return v[11] != 0; }
 };
 
+/// A reorder between two layouts. Its scratchpad, when it needs one, comes from the caller
+/// like the convolution's, so that one reorder can run on several threads at once.
+struct Reorder {
+  dnnl::reorder primitive;
+  memory::desc scratch;
+
+  Reorder(const memory::desc& from, const memory::desc& to) {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::reorder::primitive_desc pd(cpu_engine(), from, cpu_engine(), to, attr);
+    primitive = dnnl::reorder(pd);
+    scratch = pd.scratchpad_desc();
+  }
+  /// Runs on this thread's stream; `scratch_space` holds at least `scratch.get_size()` bytes.
+  void execute(const memory& from, const memory& to, char* scratch_space) const {
+    std::unordered_map<int, memory> args{{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    if (scratch.get_size() > 0) args.emplace(DNNL_ARG_SCRATCHPAD, memory(scratch, cpu_engine(), scratch_space));
+    primitive.execute(thread_stream(), args);
+  }
+};
+
 /// A convolution primitive with the reorders around it: the source and destination
 /// stay NCHW tensors for the caller, the primitive reads and writes its own layouts.
 struct ConvPlan {
   uint64_t id = 0;  // unique per plan made: the key of each thread's memory objects for it
   memory::desc plain_src, plain_dst, plain_weights, src, weights, dst, bias, scratch;
   dnnl::convolution_forward conv;
-  std::optional<dnnl::reorder> src_to_blocked, dst_to_plain, weights_to_blocked;
+  std::optional<Reorder> src_to_blocked, dst_to_plain, weights_to_blocked;
   std::vector<int64_t> out_shape;
+  size_t scratch_bytes = 0;  // the largest scratchpad of the convolution and its reorders
 };
 
 ConvPlan make_plan(const ConvShape& s, const memory::desc& given_weights) {
@@ -124,13 +147,28 @@ ConvPlan make_plan(const ConvShape& s, const memory::desc& given_weights) {
   p.bias = bias_md;
   p.scratch = pd.scratchpad_desc();
   p.conv = dnnl::convolution_forward(pd);
-  auto& engine = cpu_engine();
-  if (p.src != p.plain_src) p.src_to_blocked = dnnl::reorder(dnnl::reorder::primitive_desc(engine, p.plain_src, engine, p.src));
-  if (p.dst != p.plain_dst) p.dst_to_plain = dnnl::reorder(dnnl::reorder::primitive_desc(engine, p.dst, engine, p.plain_dst));
-  if (p.weights != p.plain_weights)
-    p.weights_to_blocked = dnnl::reorder(dnnl::reorder::primitive_desc(engine, p.plain_weights, engine, p.weights));
+  if (p.src != p.plain_src) p.src_to_blocked.emplace(p.plain_src, p.src);
+  if (p.dst != p.plain_dst) p.dst_to_plain.emplace(p.dst, p.plain_dst);
+  if (p.weights != p.plain_weights) p.weights_to_blocked.emplace(p.plain_weights, p.weights);
   p.out_shape = {s.n(), s.oc(), s.out_h(), s.out_w()};
+  p.scratch_bytes = p.scratch.get_size();
+  for (const auto* r : {&p.src_to_blocked, &p.dst_to_plain, &p.weights_to_blocked})
+    if (*r) p.scratch_bytes = std::max(p.scratch_bytes, (*r)->scratch.get_size());
   return p;
+}
+
+/// `make_plan`, with oneDNN's failure (no implementation for the shape) as a `ValueError`
+/// that names the shape.
+ConvPlan make_plan_or_throw(const ConvShape& s, const memory::desc& given_weights) {
+  try {
+    return make_plan(s, given_weights);
+  } catch (const dnnl::error& e) {
+    detail::throw_value_error("nn",
+                              "conv2d: oneDNN has no convolution for input [{}, {}, {}, {}], weight [{}, {}, {}, {}], "
+                              "stride {}x{}, padding {}x{}: {}",
+                              s.n(), s.ic(), s.v[2], s.v[3], s.oc(), s.ic(), s.v[5], s.v[6], s.v[7], s.v[8], s.v[9],
+                              s.v[10], e.what());
+  }
 }
 
 size_t round_up(size_t bytes) { return (bytes + 63) / 64 * 64; }
@@ -145,7 +183,7 @@ class ThreadBuffer {
     bytes = round_up(std::max<size_t>(bytes, 64));
     if (bytes > kKeepBytes) {
       one_off.reset(static_cast<char*>(std::aligned_alloc(64, bytes)));
-      return checked(one_off.get(), bytes);
+      return checked(one_off.get());
     }
     thread_local std::unique_ptr<char, void (*)(void*)> kept{nullptr, &std::free};
     thread_local size_t kept_bytes = 0;
@@ -153,13 +191,12 @@ class ThreadBuffer {
       kept.reset(static_cast<char*>(std::aligned_alloc(64, bytes)));
       kept_bytes = kept ? bytes : 0;
     }
-    return checked(kept.get(), bytes);
+    return checked(kept.get());
   }
 
  private:
-  static char* checked(char* p, size_t bytes) {
+  static char* checked(char* p) {
     if (!p) throw std::bad_alloc();
-    (void)bytes;
     return p;
   }
 };
@@ -201,13 +238,14 @@ torch::Tensor run_plan(const ConvPlan& plan, const torch::Tensor& input, const v
   const size_t dst_bytes = plan.dst_to_plain ? round_up(plan.dst.get_size()) : 0;
   const size_t weight_bytes = blocked_weights || !plan.weights_to_blocked ? 0 : round_up(plan.weights.get_size());
   std::unique_ptr<char, void (*)(void*)> one_off{nullptr, &std::free};
-  char* work = ThreadBuffer::get(src_bytes + dst_bytes + weight_bytes + plan.scratch.get_size(), one_off);
+  char* work = ThreadBuffer::get(src_bytes + dst_bytes + weight_bytes + plan.scratch_bytes, one_off);
+  char* scratch = work + src_bytes + dst_bytes + weight_bytes;
   m.plain_src.set_data_handle(input.data_ptr());
   m.plain_dst.set_data_handle(out.data_ptr());
   const memory* src = &m.plain_src;
   if (plan.src_to_blocked) {
     m.src.set_data_handle(work);
-    plan.src_to_blocked->execute(stream, m.plain_src, m.src);
+    plan.src_to_blocked->execute(m.plain_src, m.src, scratch);
     src = &m.src;
   }
   const memory* dst = &m.plain_dst;
@@ -221,7 +259,7 @@ torch::Tensor run_plan(const ConvPlan& plan, const torch::Tensor& input, const v
   } else {
     m.plain_weights.set_data_handle(const_cast<void*>(weights));
     m.weights.set_data_handle(work + src_bytes + dst_bytes);
-    plan.weights_to_blocked->execute(stream, m.plain_weights, m.weights);
+    plan.weights_to_blocked->execute(m.plain_weights, m.weights, scratch);
   }
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, *src}, {DNNL_ARG_WEIGHTS, *w}, {DNNL_ARG_DST, *dst}};
   if (bias.defined()) {
@@ -229,11 +267,11 @@ torch::Tensor run_plan(const ConvPlan& plan, const torch::Tensor& input, const v
     args.emplace(DNNL_ARG_BIAS, m.bias);
   }
   if (plan.scratch.get_size() > 0) {
-    m.scratch.set_data_handle(work + src_bytes + dst_bytes + weight_bytes);
+    m.scratch.set_data_handle(scratch);
     args.emplace(DNNL_ARG_SCRATCHPAD, m.scratch);
   }
   plan.conv.execute(stream, args);
-  if (plan.dst_to_plain) plan.dst_to_plain->execute(stream, m.dst, m.plain_dst);
+  if (plan.dst_to_plain) plan.dst_to_plain->execute(m.dst, m.plain_dst, scratch);
   stream.wait();
   return out;
 }
@@ -259,7 +297,7 @@ const ConvPlan& plain_plan_for(const ConvShape& shape, const torch::Tensor& weig
     }
   }
   const memory::desc strided_weights(dims_of(weight.sizes()), memory::data_type::f32, dims_of(strides));
-  plans.push_front(PlainPlan{shape, strides.vec(), make_plan(shape, strided_weights)});
+  plans.push_front(PlainPlan{shape, strides.vec(), make_plan_or_throw(shape, strided_weights)});
   if (plans.size() > kMaxPlans) plans.pop_back();
   return plans.front().plan;
 }
@@ -268,8 +306,10 @@ torch::Tensor direct_conv2d(const torch::Tensor& input, const torch::Tensor& wei
                             at::IntArrayRef stride, at::IntArrayRef padding) {
   at::internal::lazy_init_num_threads();  // oneDNN then uses LibTorch's thread count on this thread
   const ConvShape shape(input, weight.sizes(), bias.defined(), stride, padding);
-  const auto& plan = plain_plan_for(shape, weight);
-  return run_plan(plan, input.contiguous(), weight.data_ptr(), false, bias.defined() ? bias.contiguous() : bias);
+  // A zero stride (an expanded weight) has no oneDNN layout.
+  const torch::Tensor w = *std::min_element(weight.strides().begin(), weight.strides().end()) > 0 ? weight : weight.contiguous();
+  const auto& plan = plain_plan_for(shape, w);
+  return run_plan(plan, input.contiguous(), w.data_ptr(), false, bias.defined() ? bias.contiguous() : bias);
 }
 #endif
 
@@ -289,7 +329,7 @@ torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weigh
   check_shapes(input, weight.sizes(), bias);
 #if DYDNN_HAVE_ONEDNN
   if (weight.layout() == torch::kStrided && weight.scalar_type() == torch::kFloat &&
-      !needs_autograd(input, weight, bias)) {
+      (!bias.defined() || bias.scalar_type() == torch::kFloat) && !needs_autograd(input, weight, bias)) {
     if (stride.size() == 2 && padding.size() == 2 &&
         !output_is_empty(ConvShape(input, weight.sizes(), bias.defined(), stride, padding)))
       return direct_conv2d(input, weight, bias, stride, padding);
@@ -326,6 +366,8 @@ PreparedConv2d::PreparedConv2d(const torch::Tensor& weight, const torch::Tensor&
                     weight.dim());
   DYDNN_CHECK_VALUE(uses_onednn(weight), "nn", "PreparedConv2d: the weight must be a CPU float32 tensor (got {} {})",
                     weight.device().str(), c10::toString(weight.scalar_type()));
+  DYDNN_CHECK_VALUE(!bias.defined() || bias.scalar_type() == torch::kFloat, "nn",
+                    "PreparedConv2d: the bias must be float32 like the weight (got {})", c10::toString(bias.scalar_type()));
   DYDNN_CHECK_VALUE(stride.size() == 2 && padding.size() == 2, "nn",
                     "PreparedConv2d: stride and padding need 2 values each (got {} and {})", stride.size(),
                     padding.size());
@@ -361,11 +403,13 @@ torch::Tensor PreparedConv2d::operator()(const torch::Tensor& input) const {
   while (it != d.shapes.end() && !((*it)->shape == shape)) ++it;
   if (it == d.shapes.end()) {
     const memory::desc plain(dims_of(d.weight.sizes()), memory::data_type::f32, Tag::oihw);
-    auto made = std::make_shared<Impl::Shape>(Impl::Shape{shape, make_plan(shape, plain), {}});
+    auto made = std::make_shared<Impl::Shape>(Impl::Shape{shape, make_plan_or_throw(shape, plain), {}});
     if (made->plan.weights_to_blocked) {
       made->weight_buffer = torch::empty({static_cast<int64_t>(made->plan.weights.get_size())}, torch::kUInt8);
-      memory from(plain, cpu_engine(), d.weight.data_ptr()), to(made->plan.weights, cpu_engine(), made->weight_buffer.data_ptr());
-      made->plan.weights_to_blocked->execute(thread_stream(), from, to);
+      const memory from(plain, cpu_engine(), d.weight.data_ptr());
+      const memory to(made->plan.weights, cpu_engine(), made->weight_buffer.data_ptr());
+      std::unique_ptr<char, void (*)(void*)> one_off{nullptr, &std::free};
+      made->plan.weights_to_blocked->execute(from, to, ThreadBuffer::get(made->plan.scratch_bytes, one_off));
       thread_stream().wait();
     }
     d.shapes.push_front(std::move(made));

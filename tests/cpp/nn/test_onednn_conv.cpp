@@ -61,6 +61,10 @@ TEST_CASE("Inference convolutions equal LibTorch's for every shape, layout and v
     CHECK(close(prepared(x2), conv2d_default(x2, w, b, stride, padding)));
     CHECK(close(prepared(x), expected));
   }
+  // An expanded weight (a zero stride) is copied first: oneDNN has no layout for it.
+  auto x = torch::randn({1, 3, 6, 6});
+  auto expanded = torch::randn({1, 3, 3, 3}).expand({4, 3, 3, 3});
+  CHECK(close(conv2d_fast(x, expanded, {}, {1, 1}, {1, 1}), conv2d_default(x, expanded.contiguous(), {}, {1, 1}, {1, 1})));
 }
 
 TEST_CASE("Convolutions with autograd keep LibTorch's path and its gradients", "[nn][kernels][onednn]") {
@@ -107,6 +111,10 @@ TEST_CASE("Convolutions reject bad shapes with messages that name them", "[nn][k
                     Contains("expected a 4D weight [C_out, C_in, kh, kw] (got 3D)"));
   CHECK_THROWS_WITH(PreparedConv2d(w.to(torch::kDouble), {}, {1, 1}, {1, 1}), Contains("CPU float32 tensor (got cpu Double)"));
   CHECK_THROWS_WITH(PreparedConv2d(w, {}, {1}, {1, 1}), Contains("2 values each (got 1 and 2)"));
+  CHECK_THROWS_WITH(PreparedConv2d(w, torch::randn({4}, torch::kDouble), {1, 1}, {1, 1}),
+                    Contains("the bias must be float32 like the weight (got Double)"));
+  // A double bias with float data is never read as float: LibTorch's path names the mismatch.
+  CHECK_THROWS(conv2d_fast(torch::randn({1, 3, 8, 8}), w, torch::randn({4}, torch::kDouble), {1, 1}, {1, 1}));
   const PreparedConv2d prepared(w, torch::randn({4}), {1, 1}, {1, 1});
   CHECK_THROWS_WITH(prepared(torch::randn({1, 5, 8, 8})), Contains("the input has 5 channels, the weight expects 3"));
   CHECK_THROWS_WITH(prepared(torch::randn({5, 8, 8})), Contains("expected a 4D input [N, C, H, W] (got 3D)"));
