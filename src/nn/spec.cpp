@@ -117,7 +117,7 @@ class Parser {
       } else if (key == "conv" || key == "linear") {
         spec.layers.push_back(parse_layer(tokens));
       } else if (key == "exit") {
-        spec.exits.push_back(parse_exit(tokens, spec));
+        spec.exits.push_back(parse_exit(tokens));
       } else if (key == "configs") {
         std::string rest;
         for (size_t k = 1; k < tokens.size(); ++k) rest += tokens[k];
@@ -192,7 +192,7 @@ class Parser {
     if (spec.connectivity == "fluid" && spec.islands.empty()) fail("'fluid' needs islands=... (e.g. islands=0,1/2,3)");
   }
 
-  ExitSpec parse_exit(const std::vector<std::string>& tokens, const NetSpec& spec) const {
+  ExitSpec parse_exit(const std::vector<std::string>& tokens) const {
     ExitSpec exit;
     bool has_after = false;
     for (size_t k = 1; k < tokens.size(); ++k) {

@@ -78,9 +78,9 @@ class AnytimeRunner {
   /// The steps, as given or the defaults (exits normalised: never -1).
   const std::vector<AnytimeStep>& steps() const { return steps_; }
   /// Each step's expected time in microseconds (for step 0: the first answer; later: its
-  /// refinement from the step before): the `quantile()` of its last `window()` times
-  /// (nearest rank), so one slow run (an interrupt, a page fault) does not stop the next
-  /// runs early, while the usual spread of a step's time is allowed for; 0 = not known yet.
+  /// refinement from the step before): the `quantile()` (default the median) of its last
+  /// `window()` times (nearest rank), so one slow run (an interrupt, a page fault) does not
+  /// stop the next runs early; 0 = not known yet.
   const std::vector<double>& expected_us() const { return expected_us_; }
   /// How many recent times per step the expectation is taken over (>= 1). Default 15.
   void set_window(size_t window);
