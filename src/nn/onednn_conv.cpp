@@ -30,11 +30,6 @@ namespace nn {
 
 namespace {
 
-bool needs_autograd(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias) {
-  return torch::GradMode::is_enabled() &&
-         (input.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
-}
-
 /// Shapes that fit together, checked before any kernel sees them (LibTorch's messages
 /// differ per path).
 void check_shapes(const torch::Tensor& input, at::IntArrayRef weight, const torch::Tensor& bias) {
@@ -49,6 +44,11 @@ void check_shapes(const torch::Tensor& input, at::IntArrayRef weight, const torc
 }
 
 #if DYDNN_HAVE_ONEDNN
+bool needs_autograd(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias) {
+  return torch::GradMode::is_enabled() &&
+         (input.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()));
+}
+
 using dnnl::memory;
 using Tag = memory::format_tag;
 
