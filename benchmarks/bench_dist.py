@@ -47,6 +47,7 @@ import numpy as np
 
 from dydnn import data as ddata
 from dydnn import serve
+from dydnn.cli import positive_int
 
 TEST_IMAGES = ddata.FASHION_MNIST_ROOT / "t10k-images-idx3-ubyte.gz"
 TEST_LABELS = ddata.FASHION_MNIST_ROOT / "t10k-labels-idx1-ubyte.gz"
@@ -69,32 +70,21 @@ THROUGHPUT_RUNS = [
 ]
 
 
-def positive(text: str) -> int:
-    """An argparse type: an integer >= 1, else an error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' (valid: an integer >= 1)")
-    return value
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="build/bench", help="directory for dist.json (default: %(default)s)")
     p.add_argument("--docs", default=None, help="also write dist_benchmark.md and dist_timeline.png here")
-    p.add_argument("--train-limit", type=positive, default=None,
+    p.add_argument("--train-limit", type=positive_int, default=None,
                    help="train on the first N training images (default: all 60,000, 10%% held out for validation)")
-    p.add_argument("--epochs", type=positive, default=10,
+    p.add_argument("--epochs", type=positive_int, default=10,
                    help="epochs per training stage, every method (default: %(default)s, the budget of docs/results.md)")
-    p.add_argument("--static-epochs", type=positive, default=None,
+    p.add_argument("--static-epochs", type=positive_int, default=None,
                    help="epochs of Static's single stage (default: --epochs, so every weight sees the data as "
                         "often as in Fluid's and Dynamic's stages)")
-    p.add_argument("--jobs", type=positive, default=2, help="models trained at once, one thread each (default: %(default)s)")
-    p.add_argument("--test-limit", type=positive, default=10000, help="test images served for accuracy (default: %(default)s)")
-    p.add_argument("--requests", type=positive, default=12000, help="requests per throughput run (default: %(default)s)")
+    p.add_argument("--jobs", type=positive_int, default=2, help="models trained at once, one thread each (default: %(default)s)")
+    p.add_argument("--test-limit", type=positive_int, default=10000, help="test images served for accuracy (default: %(default)s)")
+    p.add_argument("--requests", type=positive_int, default=12000, help="requests per throughput run (default: %(default)s)")
     p.add_argument("--timeline-seconds", type=float, default=6.0, help="length of a timeline run (default: %(default)s)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: proves the benchmark runs")
     p.add_argument("--page-only", action="store_true",

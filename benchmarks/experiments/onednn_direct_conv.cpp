@@ -1,6 +1,7 @@
-// Experiment (not built by CMake): the per-call cost at batch 1 of a oneDNN convolution
-// primitive created once and executed directly, against what LibTorch 1.13's
-// mkldnn_convolution costs per call (docs/depth.md: ~25 us whatever the size). Debian's torch
+// Experiment (not built by CMake) behind src/nn/onednn_conv.cpp: the per-call cost at batch 1
+// of a oneDNN convolution primitive created once and executed directly, against what LibTorch
+// 1.13's mkldnn_convolution costs per call (docs/depth.md: ~25 us whatever the size), and a
+// plain against a blocked source (the library's choice for few input channels). Debian's torch
 // links the system oneDNN (libdnnl.so.2, 2.6.3); libdnnl-dev 2.6.3 has the matching headers.
 // Shapes: the layers of fashion_mnist_exits (conv0 1->32 @28x28, conv1 32->64 @14x14) and the
 // rows of one group (8 and 16 channels) that a refinement computes.

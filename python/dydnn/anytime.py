@@ -83,10 +83,7 @@ class AnytimeRunner:
 
     @quantile.setter
     def quantile(self, value: float) -> None:
-        q = float(value)
-        if not 0 < q <= 1:  # NaN fails too
-            raise ValueError(f"AnytimeRunner: quantile {value} (valid: 0 < quantile <= 1)")
-        self._impl.quantile = q
+        self._impl.quantile = float(value)  # checked there: ValueError naming the value
 
     def __repr__(self) -> str:
         steps = ", ".join(f"{c.name}@{e}" for c, e in self.steps)

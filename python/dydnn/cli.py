@@ -110,7 +110,8 @@ def _count(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, else an error naming the value (also used by the benchmarks)."""
     try:
         value = int(text)
     except ValueError:
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=_schedule(float, "learning rate"), default=[0.05], metavar="LR[,LR...]",
                    help="learning rate for every stage, or one per stage; cosine decay within a stage (default: 0.05)")
     g.add_argument("--no-cosine", action="store_true", help="keep the learning rate constant within a stage")
-    g.add_argument("--batch-size", type=_positive, default=64, metavar="N", help="batch size (default: 64)")
+    g.add_argument("--batch-size", type=positive_int, default=64, metavar="N", help="batch size (default: 64)")
     g.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="optimiser (default: sgd)")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
     g.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default: 5e-4)")
@@ -197,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true",
                    help="continue the run in DIR from its checkpoint (same spec; gives the uninterrupted result)")
     g.add_argument("--overwrite", action="store_true", help="start again even if DIR already holds a checkpoint")
-    g.add_argument("--threads", type=_positive, metavar="N",
+    g.add_argument("--threads", type=positive_int, metavar="N",
                    help="intra-op threads for training (torch.set_num_threads; default: torch's)")
-    g.add_argument("--latency-threads", type=_positive, default=1, metavar="N",
+    g.add_argument("--latency-threads", type=positive_int, default=1, metavar="N",
                    help="threads for the batch-1 latency measurement (default: 1)")
     g.add_argument("--no-latency", action="store_true", help="do not measure the latency of each config")
     g.add_argument("--no-progress", action="store_true",
@@ -217,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dir", metavar="DIR", help="a run directory written by 'dydnn train'")
     _data_arguments(e, train=False)
     e.add_argument("--json", metavar="PATH", help="also write the results document (as results.json) to PATH")
-    e.add_argument("--latency-threads", type=_positive, default=1, metavar="N",
+    e.add_argument("--latency-threads", type=positive_int, default=1, metavar="N",
                    help="threads for the batch-1 latency measurement (default: 1)")
     e.add_argument("--no-latency", action="store_true", help="do not measure the latency of each config")
     e.set_defaults(func=_cmd_eval)
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="intra-op thread counts to try (default: 1)")
     pr.add_argument("--cores", default=None, metavar="SET[/SET...]",
                     help="core sets to pin to, e.g. 0/0,1 (default: no pinning)")
-    pr.add_argument("--repetitions", type=_positive, default=200, metavar="R", help="timed calls (default: 200)")
+    pr.add_argument("--repetitions", type=positive_int, default=200, metavar="R", help="timed calls (default: 200)")
     pr.add_argument("--warmup", type=_count, default=20, metavar="W", help="untimed calls first (default: 20)")
     pr.add_argument("--energy", choices=("auto", "none"), default="auto",
                     help="measure energy with this machine's meter (RAPL, INA3221, INA231, hwmon) when one is "
@@ -338,17 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("model", metavar="MODEL", help="a model file (a fluid model for ht and ha)")
     sv.add_argument("--mode", choices=_serve.MODES, default="ht", help="serving mode (default: ht)")
     sv.add_argument("--devices", type=int, choices=(1, 2), default=2, help="device processes (default: 2)")
-    sv.add_argument("--random", type=_positive, metavar="N", help="serve N random images instead of test images")
+    sv.add_argument("--random", type=positive_int, metavar="N", help="serve N random images instead of test images")
     sv.add_argument("--images", metavar="IDX", help="an IDX image file (default: the Fashion-MNIST test images)")
-    sv.add_argument("--limit", type=_positive, metavar="N", help="serve the first N images only")
+    sv.add_argument("--limit", type=positive_int, metavar="N", help="serve the first N images only")
     sv.add_argument("--kill", action="append", default=[], type=_serve_action("kill"), metavar="RANK@S",
                     help="kill -9 device RANK S seconds after serving began (repeatable)")
     sv.add_argument("--restart", action="append", default=[], type=_serve_action("restart"), metavar="RANK@S",
                     help="start device RANK again S seconds after serving began (repeatable)")
-    sv.add_argument("--failure-timeout-ms", type=_positive, default=500, metavar="MS",
+    sv.add_argument("--failure-timeout-ms", type=positive_int, default=500, metavar="MS",
                     help="a device whose heartbeat stops this long is lost (default: 500)")
-    sv.add_argument("--heartbeat-ms", type=_positive, default=50, metavar="MS", help="heartbeat period (default: 50)")
-    sv.add_argument("--window", type=_positive, default=4, metavar="N", help="requests in flight per device (default: 4)")
+    sv.add_argument("--heartbeat-ms", type=positive_int, default=50, metavar="MS", help="heartbeat period (default: 50)")
+    sv.add_argument("--window", type=positive_int, default=4, metavar="N", help="requests in flight per device (default: 4)")
     sv.add_argument("--report", metavar="JSON", help="write the dispatcher's report here")
     sv.add_argument("--timeout", type=float, default=600.0, metavar="S", help="give up after S seconds (default: 600)")
     sv.set_defaults(func=_cmd_serve)

@@ -125,7 +125,8 @@ ConvPlan make_plan(const ConvShape& s, const memory::desc& given_weights) {
   p.plain_weights = given_weights;
   // With few input channels a blocked source pads them to a block of 8 or 16; oneDNN's
   // direct kernel for a plain source is 2x faster there (1 -> 8 channels at 28x28:
-  // 2.4 vs 4.9 us). With many, a plain source sends it to gemm, 4x slower.
+  // 2.4 vs 4.9 us). With many, a plain source sends it to gemm, 4x slower (both measured
+  // by benchmarks/experiments/onednn_direct_conv.cpp).
   const bool plain_source = s.ic() < 8;
   const auto any = [](const memory::dims& d) { return memory::desc(d, memory::data_type::f32, Tag::any); };
   const memory::desc bias_md =
@@ -302,10 +303,9 @@ const ConvPlan& plain_plan_for(const ConvShape& shape, const torch::Tensor& weig
   return plans.front().plan;
 }
 
-torch::Tensor direct_conv2d(const torch::Tensor& input, const torch::Tensor& weight, const torch::Tensor& bias,
-                            at::IntArrayRef stride, at::IntArrayRef padding) {
+torch::Tensor direct_conv2d(const ConvShape& shape, const torch::Tensor& input, const torch::Tensor& weight,
+                            const torch::Tensor& bias) {
   at::internal::lazy_init_num_threads();  // oneDNN then uses LibTorch's thread count on this thread
-  const ConvShape shape(input, weight.sizes(), bias.defined(), stride, padding);
   // A zero stride (an expanded weight) has no oneDNN layout.
   const torch::Tensor w = *std::min_element(weight.strides().begin(), weight.strides().end()) > 0 ? weight : weight.contiguous();
   const auto& plan = plain_plan_for(shape, w);
@@ -330,9 +330,10 @@ torch::Tensor conv2d_fast(const torch::Tensor& input, const torch::Tensor& weigh
 #if DYDNN_HAVE_ONEDNN
   if (weight.layout() == torch::kStrided && weight.scalar_type() == torch::kFloat &&
       (!bias.defined() || bias.scalar_type() == torch::kFloat) && !needs_autograd(input, weight, bias)) {
-    if (stride.size() == 2 && padding.size() == 2 &&
-        !output_is_empty(ConvShape(input, weight.sizes(), bias.defined(), stride, padding)))
-      return direct_conv2d(input, weight, bias, stride, padding);
+    if (stride.size() == 2 && padding.size() == 2) {
+      const ConvShape shape(input, weight.sizes(), bias.defined(), stride, padding);
+      if (!output_is_empty(shape)) return direct_conv2d(shape, input, weight, bias);
+    }
   }
 #endif
   const int64_t dilation[2] = {1, 1};
